@@ -1,0 +1,477 @@
+//! Opening one authenticated WebSocket to the edge: TCP (with `--connect-to`), TLS,
+//! the handshake of DESIGN.md section 2, and errors that say what went wrong and
+//! what to do (status, `Location`, `cf-ray`, the edge's stated reason).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, StatusCode};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, handshake::client::generate_key};
+
+use super::target::{Credentials, Target};
+use crate::{exit, protocol};
+
+/// Limit for resolving and connecting to the edge.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for the TLS and WebSocket handshakes together.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The byte stream under the WebSocket: plain TCP or TLS (enum dispatch, no `dyn`).
+#[derive(Debug)]
+pub enum EdgeStream {
+    /// `ws://`
+    Plain(TcpStream),
+    /// `wss://`
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// An open, authenticated stream to the edge.
+#[derive(Debug)]
+pub struct Connected {
+    /// The WebSocket, ready for [`crate::bridge::run`].
+    pub ws: WebSocketStream<EdgeStream>,
+    /// The edge understands the half-close marker.
+    pub peer_half_close: bool,
+}
+
+/// Why the WebSocket to the edge could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Name resolution failed.
+    #[error("cannot resolve {addr}: {source}; check --hostname (or --connect-to)")]
+    Resolve {
+        /// What was looked up.
+        addr: String,
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+    /// No address accepted the TCP connection.
+    #[error("cannot connect to the edge at {addr}: {source}; check that it is up and reachable")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// The last connect error.
+        #[source]
+        source: io::Error,
+    },
+    /// A step took too long.
+    #[error(
+        "timed out {stage} the edge at {addr} after {secs} s; check the network or --connect-to"
+    )]
+    Timeout {
+        /// The address dialled.
+        addr: String,
+        /// What we were doing.
+        stage: &'static str,
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// The TLS handshake failed (certificate not trusted, name mismatch, ...).
+    #[error(
+        "TLS with {host} ({addr}) failed: {detail}; if the edge uses a private CA, pass it with --ca-file"
+    )]
+    Tls {
+        /// The app hostname (SNI).
+        host: String,
+        /// The address dialled.
+        addr: String,
+        /// What rustls said.
+        detail: String,
+    },
+    /// The WebSocket handshake failed at the protocol level.
+    #[error("WebSocket handshake with {url} failed: {source}")]
+    Protocol {
+        /// The URL.
+        url: String,
+        /// The error.
+        #[source]
+        source: tungstenite::Error,
+    },
+    /// The app needs a login and no credentials were given.
+    #[error(
+        "{host} needs a login ({detail}); pass a service token with --service-token-id and --service-token-secret, or an Access token with --token"
+    )]
+    LoginRequired {
+        /// The app hostname.
+        host: String,
+        /// Status, redirect and ray.
+        detail: String,
+    },
+    /// The service token was refused. Never falls back to a browser login.
+    #[error(
+        "the edge refused service token {id:?} for {host} ({detail}); check --service-token-id and --service-token-secret, and that the app's policy allows this token"
+    )]
+    ServiceTokenRefused {
+        /// The app hostname.
+        host: String,
+        /// The client id (not secret).
+        id: String,
+        /// Status, redirect, reason and ray.
+        detail: String,
+    },
+    /// The Access token was refused (expired, wrongly signed, for another app).
+    #[error(
+        "the edge refused the access token for {host} ({detail}); it is expired or not valid for this app: get a new one"
+    )]
+    TokenRefused {
+        /// The app hostname.
+        host: String,
+        /// Status, redirect, reason and ray.
+        detail: String,
+    },
+    /// The edge could not reach the origin.
+    #[error(
+        "the edge could not reach the origin of {host} ({detail}); check that the service behind the edge is running"
+    )]
+    Origin {
+        /// The app hostname.
+        host: String,
+        /// Status, reason and ray.
+        detail: String,
+    },
+    /// The edge refused for another reason (policy, unknown app, bad destination).
+    #[error("the edge refused the connection to {host} ({detail})")]
+    Refused {
+        /// The app hostname.
+        host: String,
+        /// Status, reason and ray.
+        detail: String,
+    },
+}
+
+impl DialError {
+    /// The process exit code for this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DialError::Resolve { .. }
+            | DialError::Connect { .. }
+            | DialError::Timeout { .. }
+            | DialError::Protocol { .. } => exit::NETWORK,
+            DialError::Tls { .. } => exit::TLS,
+            DialError::LoginRequired { .. } => exit::LOGIN_NEEDED,
+            DialError::ServiceTokenRefused { .. } | DialError::TokenRefused { .. } => {
+                exit::AUTH_REFUSED
+            }
+            DialError::Origin { .. } => exit::ORIGIN,
+            DialError::Refused { .. } => exit::EDGE_REFUSED,
+        }
+    }
+}
+
+/// Build the handshake request for `target`: the header set of stock `cloudflared`
+/// (DESIGN.md section 2), in the same order after the WebSocket headers.
+pub fn handshake_request(target: &Target) -> Request<()> {
+    let mut req = Request::builder()
+        .method("GET")
+        .uri(target.url())
+        .header("Host", target.host_header())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", generate_key())
+        .header("User-Agent", protocol::USER_AGENT)
+        .body(())
+        .expect("static request parts are valid");
+    let headers = req.headers_mut();
+    match &target.credentials {
+        Credentials::None => {}
+        Credentials::Token(token) => {
+            if let Ok(v) = HeaderValue::from_str(token.expose()) {
+                headers.insert(protocol::ACCESS_TOKEN, sensitive(v));
+            }
+        }
+        Credentials::ServiceToken { id, secret } => {
+            if let (Ok(i), Ok(s)) = (
+                HeaderValue::from_str(id),
+                HeaderValue::from_str(secret.expose()),
+            ) {
+                headers.insert(protocol::CLIENT_ID, i);
+                headers.insert(protocol::CLIENT_SECRET, sensitive(s));
+            }
+        }
+    }
+    if let Some(dest) = &target.destination {
+        if let Ok(v) = HeaderValue::from_str(dest) {
+            headers.insert(protocol::JUMP_DESTINATION, v);
+        }
+    }
+    for (name, value) in &target.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    req
+}
+
+fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+/// Open one authenticated WebSocket to the edge for `target`.
+pub async fn dial(target: &Target) -> Result<Connected, DialError> {
+    let addr = target.dial_addr();
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr))
+        .await
+        .map_err(|_| DialError::Timeout {
+            addr: addr.clone(),
+            stage: "connecting to",
+            secs: CONNECT_TIMEOUT.as_secs(),
+        })??;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(target, &addr, tcp))
+        .await
+        .map_err(|_| DialError::Timeout {
+            addr,
+            stage: "in the handshake with",
+            secs: HANDSHAKE_TIMEOUT.as_secs(),
+        })?
+}
+
+async fn connect(addr: &str) -> Result<TcpStream, DialError> {
+    let addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|source| DialError::Resolve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                tune(&s);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(DialError::Connect {
+        addr: addr.to_string(),
+        source: last,
+    })
+}
+
+/// TCP_NODELAY (every chunk is a message; don't delay small ones) and keepalive.
+pub fn tune(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
+    let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
+}
+
+async fn handshake(target: &Target, addr: &str, tcp: TcpStream) -> Result<Connected, DialError> {
+    let stream = if target.tls {
+        let config = target
+            .tls_config
+            .clone()
+            .expect("a TLS target always carries a TLS config");
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+            DialError::Tls {
+                host: target.host.clone(),
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            }
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| DialError::Tls {
+                host: target.host.clone(),
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            })?;
+        EdgeStream::Tls(Box::new(tls))
+    } else {
+        EdgeStream::Plain(tcp)
+    };
+    let request = handshake_request(target);
+    let config = crate::bridge::ws_config(crate::bridge::CLIENT_MAX_MESSAGE);
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+        Ok((ws, response)) => Ok(Connected {
+            peer_half_close: response.headers().contains_key(protocol::HALF_CLOSE),
+            ws,
+        }),
+        Err(tungstenite::Error::Http(response)) => Err(classify(target, &response)),
+        Err(source) => Err(DialError::Protocol {
+            url: target.url(),
+            source,
+        }),
+    }
+}
+
+/// Turn a non-101 handshake response into the error that tells the user what to do.
+pub fn classify(target: &Target, response: &http::Response<Option<Vec<u8>>>) -> DialError {
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let location = header("location");
+    let mut detail = format!("HTTP {}", status.as_u16());
+    if let Some(reason) = status.canonical_reason() {
+        detail.push(' ');
+        detail.push_str(reason);
+    }
+    if let Some(loc) = &location {
+        detail.push_str(&format!(", redirect to {}", one_line(loc)));
+    }
+    if let Some(reason) = header(protocol::REFUSAL) {
+        detail.push_str(&format!(", edge says: {}", one_line(&reason)));
+    }
+    if let Some(ray) = header(protocol::CF_RAY) {
+        detail.push_str(&format!(", cf-ray {}", one_line(&ray)));
+    }
+    let host = target.host.clone();
+    let login = location.as_deref().is_some_and(protocol::is_login_redirect);
+    let auth_refusal = login || status == StatusCode::UNAUTHORIZED;
+    match (&target.credentials, auth_refusal) {
+        (Credentials::ServiceToken { id, .. }, true) => DialError::ServiceTokenRefused {
+            host,
+            id: id.clone(),
+            detail,
+        },
+        (Credentials::Token(_), true) => DialError::TokenRefused { host, detail },
+        (Credentials::None, true) => DialError::LoginRequired { host, detail },
+        _ if matches!(status.as_u16(), 502..=504) => DialError::Origin { host, detail },
+        _ => DialError::Refused { host, detail },
+    }
+}
+
+/// Keep untrusted header text on one short line.
+fn one_line(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(300).collect();
+    if s.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+impl AsyncRead for EdgeStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EdgeStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            EdgeStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for EdgeStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            EdgeStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            EdgeStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            EdgeStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            EdgeStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            EdgeStream::Plain(s) => s.is_write_vectored(),
+            EdgeStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EdgeStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            EdgeStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EdgeStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            EdgeStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<Option<Vec<u8>>> {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(None).unwrap()
+    }
+
+    #[test]
+    fn login_redirect_with_a_service_token_is_a_refusal_not_a_login() {
+        let mut t = Target::parse("db.example.com").unwrap();
+        t.credentials = Credentials::ServiceToken {
+            id: "ci.access".into(),
+            secret: Secret::new("x"),
+        };
+        let r = response(
+            302,
+            &[
+                ("location", "https://a.test/cdn-cgi/access/login/db?kid=1"),
+                ("cf-ray", "8a1-LHR"),
+            ],
+        );
+        let e = classify(&t, &r);
+        assert_eq!(e.exit_code(), exit::AUTH_REFUSED);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("HTTP 302") && msg.contains("cf-ray 8a1-LHR") && msg.contains("ci.access")
+        );
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn statuses_map_to_distinct_errors() {
+        let t = Target::parse("db.example.com").unwrap();
+        let login = response(
+            302,
+            &[("location", "https://a.test/cdn-cgi/access/login/db")],
+        );
+        assert_eq!(classify(&t, &login).exit_code(), exit::LOGIN_NEEDED);
+        assert_eq!(classify(&t, &response(502, &[])).exit_code(), exit::ORIGIN);
+        assert_eq!(
+            classify(&t, &response(403, &[])).exit_code(),
+            exit::EDGE_REFUSED
+        );
+    }
+
+    #[test]
+    fn secrets_are_sent_but_not_debug_printed() {
+        let mut t = Target::parse("db.example.com").unwrap();
+        t.credentials = Credentials::ServiceToken {
+            id: "id".into(),
+            secret: Secret::new("s3cret"),
+        };
+        let req = handshake_request(&t);
+        assert_eq!(req.headers()[protocol::CLIENT_SECRET], "s3cret");
+        assert!(!format!("{req:?}").contains("s3cret"));
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+}

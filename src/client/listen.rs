@@ -1,0 +1,107 @@
+//! `tunnel tcp`: listen locally and give every accepted socket its own WebSocket.
+//!
+//! Accepting is [`crate::serve::run`]: each socket is spawned first and dials the
+//! edge in its own task, so one slow edge round trip cannot stall accepts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Target;
+
+/// A `--url` that could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The address is malformed.
+    #[error("invalid --url {0:?}: expected host:port, e.g. 127.0.0.1:5432 or [::1]:5432")]
+    BadAddress(String),
+    /// Resolving or binding failed (port in use, permission).
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
+/// Bind every `--url`. `localhost:5432` binds each address it resolves to (IPv4 and
+/// IPv6); a scheme such as `tcp://` is accepted and ignored, as `cloudflared` does.
+pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>, ListenError> {
+    let mut listeners = Vec::new();
+    for url in urls {
+        let raw = url.trim();
+        let spec = raw
+            .split_once("://")
+            .map_or(raw, |(_, rest)| rest)
+            .trim_end_matches('/');
+        let (host, port) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| ListenError::BadAddress(url.clone()))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(ListenError::BadAddress(url.clone()));
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(spec)
+            .await
+            .map_err(|_| ListenError::BadAddress(url.clone()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(ListenError::BadAddress(url.clone()));
+        }
+        for addr in addrs {
+            let listener = TcpListener::bind(addr).await.map_err(|source| {
+                let hint = match source.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        "; another program uses this port: pick another --url or stop it"
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        "; ports below 1024 need privileges: pick a higher port"
+                    }
+                    _ => "",
+                };
+                ListenError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                    hint,
+                }
+            })?;
+            listeners.push(listener);
+        }
+    }
+    Ok(listeners)
+}
+
+/// Serve every listener until `shutdown`, then stop accepting and let live
+/// connections drain for at most `grace`.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    target: Arc<Target>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    for listener in &listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!("listening on {addr} for {}", target.url());
+        }
+    }
+    crate::serve::run(listeners, shutdown, grace, move |socket, peer, _| {
+        let target = target.clone();
+        async move { handle(socket, peer, &target).await }
+    })
+    .await;
+}
+
+async fn handle(socket: TcpStream, peer: SocketAddr, target: &Target) {
+    let _ = socket.set_nodelay(true);
+    match super::serve_stream(socket, target).await {
+        Ok(stats) => debug!(%peer, up = stats.up, down = stats.down, "connection closed"),
+        Err(e) => warn!(%peer, "connection failed: {e}"),
+    }
+}

@@ -1,0 +1,60 @@
+//! The client side: where to dial and with what credentials ([`Target`]), opening one
+//! authenticated WebSocket ([`dial`]), the local listener of `tunnel tcp`
+//! ([`listen`]) and the stdio mode of `tunnel ssh` ([`stdio`]).
+
+pub mod dial;
+pub mod listen;
+pub mod stdio;
+pub mod target;
+
+pub use dial::DialError;
+pub use target::{Credentials, Target, TargetError};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::bridge::{self, BridgeError, Stats};
+
+/// Why one tunnelled connection ended in failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The WebSocket to the edge could not be opened.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The stream failed after it was established.
+    #[error("tunnel to {host} broke: {source}")]
+    Bridge {
+        /// The app hostname.
+        host: String,
+        /// What failed.
+        #[source]
+        source: BridgeError,
+    },
+}
+
+impl ConnError {
+    /// The process exit code for this failure (see [`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConnError::Dial(e) => e.exit_code(),
+            ConnError::Bridge { .. } => crate::exit::NETWORK,
+        }
+    }
+}
+
+/// Dial the edge for `target` and bridge `local` through it until both sides end.
+pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnError>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = dial::dial(target).await?;
+    let opts = bridge::Options {
+        peer_half_close: conn.peer_half_close,
+        ..Default::default()
+    };
+    bridge::run(local, conn.ws, opts)
+        .await
+        .map_err(|source| ConnError::Bridge {
+            host: target.host.clone(),
+            source,
+        })
+}

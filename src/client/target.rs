@@ -1,0 +1,274 @@
+//! Parsing `--hostname`, `--connect-to`, `--destination` and `-H` once, into the
+//! [`Target`] every connection uses.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::secret::Secret;
+
+/// How the client proves who it is to the edge.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    /// Nothing yet: the edge will ask for a login.
+    #[default]
+    None,
+    /// An Access JWT, sent as `Cf-Access-Token`.
+    Token(Secret),
+    /// A service token, sent as `Cf-Access-Client-Id` / `Cf-Access-Client-Secret`.
+    ServiceToken {
+        /// The client id (not secret; shown in errors).
+        id: String,
+        /// The client secret.
+        secret: Secret,
+    },
+}
+
+/// Everything needed to open one tunnel stream, validated once at start.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// App hostname: sent as `Host` and TLS SNI.
+    pub host: String,
+    /// Edge port (443 for TLS, 80 for plain, unless given).
+    pub port: u16,
+    /// Whether to speak TLS (`wss://`).
+    pub tls: bool,
+    /// Request path (`/` unless the hostname URL had one).
+    pub path: String,
+    /// Dial this `host:port` instead of `host:port`, keeping `Host` and SNI.
+    pub connect_to: Option<String>,
+    /// Bastion mode destination, sent as `Cf-Access-Jump-Destination`.
+    pub destination: Option<String>,
+    /// Extra request headers (`-H`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Credentials to present.
+    pub credentials: Credentials,
+    /// TLS client configuration (roots + `--ca-file`), when `tls`.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A malformed `--hostname`, `--destination`, `--connect-to` or `-H`.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// `--hostname` could not be understood.
+    #[error(
+        "invalid --hostname {0:?}: {1}; expected a host name such as db.example.com or https://db.example.com"
+    )]
+    Hostname(String, &'static str),
+    /// A `host:port` flag could not be understood.
+    #[error("invalid {flag} {value:?}: expected host:port, e.g. 10.0.0.5:22")]
+    HostPort {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// `-H` could not be understood.
+    #[error("invalid --header {0:?}: expected 'Name: value'")]
+    Header(String),
+}
+
+impl Target {
+    /// Parse `--hostname`: a bare host (`db.example.com`, TLS on 443), `host:port`,
+    /// `https://host[:port][/path]`, or `http://...` (plain WebSocket, for loopback
+    /// development; stock `cloudflared` would upgrade it to TLS).
+    pub fn parse(hostname: &str) -> Result<Target, TargetError> {
+        let bad = |why| TargetError::Hostname(hostname.to_string(), why);
+        let s = hostname.trim();
+        if s.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        let (tls, rest) = if let Some(r) = strip_prefix_ci(s, "https://") {
+            (true, r)
+        } else if let Some(r) = strip_prefix_ci(s, "wss://") {
+            (true, r)
+        } else if let Some(r) = strip_prefix_ci(s, "http://") {
+            (false, r)
+        } else if let Some(r) = strip_prefix_ci(s, "ws://") {
+            (false, r)
+        } else if s.contains("://") {
+            return Err(bad("unsupported scheme (use https:// or http://)"));
+        } else {
+            (true, s)
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
+            Some(i) => (&rest[..i], "/"),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(bad("user info is not allowed"));
+        }
+        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad port"))?;
+        if !valid_host(host) {
+            return Err(bad("not a valid host name"));
+        }
+        let path = path.split('#').next().unwrap_or("/");
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(bad("the path holds spaces or control characters"));
+        }
+        Ok(Target {
+            host: host.to_ascii_lowercase(),
+            port: port.unwrap_or(if tls { 443 } else { 80 }),
+            tls,
+            path: path.to_string(),
+            connect_to: None,
+            destination: None,
+            headers: Vec::new(),
+            credentials: Credentials::None,
+            tls_config: None,
+        })
+    }
+
+    /// The `Host` header value: the host, plus the port when it is not the default.
+    pub fn host_header(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The address to dial: `--connect-to`, or the hostname and port.
+    pub fn dial_addr(&self) -> String {
+        match &self.connect_to {
+            Some(a) => a.clone(),
+            None if self.host.contains(':') => format!("[{}]:{}", self.host, self.port),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// The URL shown to people: `wss://host[:port]/path`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.host_header(), self.path)
+    }
+}
+
+/// Check a `host:port` flag value (`--connect-to`, `--destination`).
+pub fn parse_host_port(flag: &'static str, value: &str) -> Result<String, TargetError> {
+    let bad = || TargetError::HostPort {
+        flag,
+        value: value.to_string(),
+    };
+    match split_host_port(value.trim()) {
+        Some((host, Some(_))) if valid_host(host) => Ok(value.trim().to_string()),
+        _ => Err(bad()),
+    }
+}
+
+/// Parse one `-H 'Name: value'` (or `Name=value`, as some scripts write).
+pub fn parse_header(raw: &str) -> Result<(HeaderName, HeaderValue), TargetError> {
+    let bad = || TargetError::Header(raw.to_string());
+    let (name, value) = raw
+        .split_once(':')
+        .or_else(|| raw.split_once('='))
+        .ok_or_else(bad)?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
+    Ok((name, value))
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Split `host`, `host:port`, `[v6]` or `[v6]:port`. `None` when the port is bad.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            p => Some((host, Some(parse_port(p.strip_prefix(':')?)?))),
+        };
+    }
+    match s.rsplit_once(':') {
+        // A bare IPv6 address without brackets has several colons: no port.
+        Some((h, _)) if h.contains(':') => Some((s, None)),
+        Some((h, p)) => Some((h, Some(parse_port(p)?))),
+        None => Some((s, None)),
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok().filter(|&n| n != 0)
+}
+
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_host_means_tls_on_443() {
+        let t = Target::parse("DB.example.com").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.tls),
+            ("db.example.com", 443, true)
+        );
+        assert_eq!(t.url(), "wss://db.example.com/");
+        assert_eq!(t.dial_addr(), "db.example.com:443");
+    }
+
+    #[test]
+    fn schemes_ports_and_paths() {
+        let t = Target::parse("http://app.test:8080/x?y=1").unwrap();
+        assert_eq!((t.tls, t.port, t.path.as_str()), (false, 8080, "/x?y=1"));
+        assert_eq!(t.host_header(), "app.test:8080");
+        let t = Target::parse("https://[::1]:7443").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 7443));
+        assert_eq!(t.dial_addr(), "[::1]:7443");
+        assert_eq!(Target::parse("db.test:9000").unwrap().port, 9000);
+    }
+
+    #[test]
+    fn malformed_hostnames_are_refused() {
+        for bad in [
+            "",
+            "ftp://x",
+            "https://",
+            "a b.test",
+            "x.test:99999",
+            "x.test:0",
+            "u@x.test",
+            "x..test",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn host_port_and_headers() {
+        assert!(parse_host_port("--destination", "10.0.0.5:22").is_ok());
+        assert!(parse_host_port("--destination", "10.0.0.5").is_err());
+        assert!(parse_host_port("--connect-to", "[::1]:7000").is_ok());
+        let (n, v) = parse_header("X-Test: a b").unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-test", "a b"));
+        assert!(parse_header("nocolon").is_err());
+    }
+}

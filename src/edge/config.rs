@@ -1,0 +1,439 @@
+//! `edge.toml`: parsed once (unknown keys refused), validated once, into [`Config`].
+//! The key names are a contract (DESIGN.md section 4); relative paths are relative
+//! to the config file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
+
+/// A config file that cannot be used, with the reason on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    auth_domain: String,
+    #[serde(default = "default_signing_key")]
+    signing_key: PathBuf,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+    #[serde(default)]
+    service_tokens: Vec<RawServiceToken>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+}
+
+fn default_signing_key() -> PathBuf {
+    PathBuf::from("signing-key.pem")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    hostname: String,
+    origin: Option<String>,
+    destinations: Option<Vec<String>>,
+    #[serde(default)]
+    allow: Vec<String>,
+    session: Option<String>,
+    aud: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceToken {
+    name: String,
+    client_id: String,
+    client_secret: Option<Secret>,
+    client_secret_sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    email: String,
+    password_hash: Secret,
+}
+
+/// The validated edge configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// TLS certificate chain and key (PEM), when serving `wss://`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Issuer of our JWTs (`https://<auth_domain>`), may carry a port.
+    pub auth_domain: String,
+    /// RSA signing key (PEM), created on first start when missing.
+    pub signing_key: PathBuf,
+    /// The apps, in config order (first match wins).
+    pub apps: Vec<App>,
+    /// Known service tokens.
+    pub service_tokens: Vec<ServiceToken>,
+    /// Local login identities.
+    pub users: Vec<User>,
+}
+
+/// Where an app's streams go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Always this TCP origin.
+    Origin(String),
+    /// Bastion mode: the client names one of these in `Cf-Access-Jump-Destination`.
+    Destinations(Vec<String>),
+}
+
+/// One protected app.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Hostname pattern: exact, or `*.example.test`.
+    pub hostname: String,
+    /// Where streams go.
+    pub upstream: Upstream,
+    /// Emails allowed in (exact, lower case).
+    pub allow_emails: Vec<String>,
+    /// Service token names allowed in.
+    pub allow_services: Vec<String>,
+    /// Lifetime of tokens issued for this app.
+    pub session: Duration,
+    /// The AUD tag.
+    pub aud: String,
+}
+
+/// A service token.
+#[derive(Debug, Clone)]
+pub struct ServiceToken {
+    /// Name used in `allow = ["service:NAME"]`.
+    pub name: String,
+    /// Sent as `Cf-Access-Client-Id`.
+    pub client_id: String,
+    /// SHA-256 of the secret (from `client_secret` or `client_secret_sha256`).
+    pub secret_sha256: [u8; 32],
+}
+
+/// A local login identity.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Login email (lower case).
+    pub email: String,
+    /// PHC password hash.
+    pub password_hash: Secret,
+}
+
+impl Config {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|message| ConfigError {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parse and validate config text; relative paths are resolved against `base`.
+    /// The error is one line naming the key at fault.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            format!(
+                "listen = {:?} is not an address such as 127.0.0.1:7000 or [::]:443",
+                raw.listen
+            )
+        })?;
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key go together: set both, or neither".into()),
+        };
+        if tls.is_none() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "listen = \"{listen}\" is not a loopback address, so plain HTTP is refused: set tls_cert and tls_key"
+            ));
+        }
+        let auth_domain = raw.auth_domain.trim().to_ascii_lowercase();
+        if auth_domain.is_empty() || auth_domain.contains(['/', ' ', '@']) {
+            return Err(format!(
+                "auth_domain = {:?} must be a host name (with an optional port), e.g. auth.example.test",
+                raw.auth_domain
+            ));
+        }
+
+        let mut service_tokens = Vec::new();
+        let mut names = HashSet::new();
+        let mut ids = HashSet::new();
+        for (i, t) in raw.service_tokens.into_iter().enumerate() {
+            let at = format!("service_tokens[{i}] ({})", t.name);
+            if t.name.is_empty() || !names.insert(t.name.clone()) {
+                return Err(format!("{at}: name must be present and unique"));
+            }
+            if t.client_id.is_empty() || !ids.insert(t.client_id.clone()) {
+                return Err(format!("{at}: client_id must be present and unique"));
+            }
+            let secret_sha256 = match (&t.client_secret, &t.client_secret_sha256) {
+                (Some(s), None) if !s.expose().is_empty() => {
+                    Sha256::digest(s.expose().as_bytes()).into()
+                }
+                (None, Some(hex)) => parse_sha256_hex(hex)
+                    .ok_or_else(|| format!("{at}: client_secret_sha256 must be 64 hex digits"))?,
+                _ => {
+                    return Err(format!(
+                        "{at}: set exactly one of client_secret and client_secret_sha256"
+                    ));
+                }
+            };
+            service_tokens.push(ServiceToken {
+                name: t.name,
+                client_id: t.client_id,
+                secret_sha256,
+            });
+        }
+
+        let mut users = Vec::new();
+        for (i, u) in raw.users.into_iter().enumerate() {
+            let email = u.email.trim().to_ascii_lowercase();
+            if !email.contains('@') {
+                return Err(format!(
+                    "users[{i}]: email {:?} is not an email address",
+                    u.email
+                ));
+            }
+            if !u.password_hash.expose().starts_with('$') {
+                return Err(format!(
+                    "users[{i}] ({email}): password_hash is not a PHC hash; make one with `tunnel edge hash-password`"
+                ));
+            }
+            users.push(User {
+                email,
+                password_hash: u.password_hash,
+            });
+        }
+
+        if raw.apps.is_empty() {
+            return Err("no [[apps]]: add at least one app with hostname, origin and allow".into());
+        }
+        let mut apps = Vec::new();
+        let mut hosts = HashSet::new();
+        for (i, a) in raw.apps.into_iter().enumerate() {
+            let at = format!("apps[{i}] ({})", a.hostname);
+            let hostname = a.hostname.trim().to_ascii_lowercase();
+            if !valid_pattern(&hostname) {
+                return Err(format!(
+                    "{at}: hostname must be a host name, optionally starting with \"*.\" (e.g. db.example.test)"
+                ));
+            }
+            if !hosts.insert(hostname.clone()) {
+                return Err(format!("{at}: hostname appears twice"));
+            }
+            let upstream = match (a.origin, a.destinations) {
+                (Some(o), None) => {
+                    check_host_port(&o)
+                        .map_err(|_| format!("{at}: origin {o:?} is not host:port"))?;
+                    Upstream::Origin(o)
+                }
+                (None, Some(d)) if !d.is_empty() => {
+                    for x in &d {
+                        check_host_port(x)
+                            .map_err(|_| format!("{at}: destination {x:?} is not host:port"))?;
+                    }
+                    Upstream::Destinations(d)
+                }
+                _ => {
+                    return Err(format!(
+                        "{at}: set exactly one of origin and destinations (non-empty)"
+                    ));
+                }
+            };
+            let mut allow_emails = Vec::new();
+            let mut allow_services = Vec::new();
+            for entry in a.allow {
+                if let Some(name) = entry.strip_prefix("service:") {
+                    if !names.contains(name) {
+                        return Err(format!(
+                            "{at}: allow names service token {name:?}, which no [[service_tokens]] defines"
+                        ));
+                    }
+                    allow_services.push(name.to_string());
+                } else if entry.contains('@') {
+                    allow_emails.push(entry.trim().to_ascii_lowercase());
+                } else {
+                    return Err(format!(
+                        "{at}: allow entry {entry:?} is neither an email nor \"service:NAME\""
+                    ));
+                }
+            }
+            if allow_emails.is_empty() && allow_services.is_empty() {
+                return Err(format!("{at}: allow is empty, so nobody could ever enter"));
+            }
+            let session = match a.session.as_deref() {
+                None => Duration::from_secs(24 * 3600),
+                Some(s) => humantime::parse_duration(s)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_secs(60))
+                    .ok_or_else(|| {
+                        format!(
+                            "{at}: session {s:?} is not a duration of at least 1m, e.g. \"24h\""
+                        )
+                    })?,
+            };
+            let aud = match a.aud {
+                Some(aud) if !aud.trim().is_empty() => aud.trim().to_string(),
+                Some(_) => return Err(format!("{at}: aud is empty")),
+                None => derive_aud(&hostname),
+            };
+            apps.push(App {
+                hostname,
+                upstream,
+                allow_emails,
+                allow_services,
+                session,
+                aud,
+            });
+        }
+        Ok(Config {
+            listen,
+            tls,
+            auth_domain,
+            signing_key: base.join(raw.signing_key),
+            apps,
+            service_tokens,
+            users,
+        })
+    }
+}
+
+/// The AUD tag of an app with none configured: 64 hex digits derived from the
+/// hostname pattern, so it is stable across restarts and machines.
+pub fn derive_aud(hostname: &str) -> String {
+    let digest = Sha256::digest(format!("tunnel-aud:{hostname}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn valid_pattern(host: &str) -> bool {
+    let rest = host.strip_prefix("*.").unwrap_or(host);
+    !rest.is_empty()
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn check_host_port(s: &str) -> Result<(), ()> {
+    let (host, port) = s.rsplit_once(':').ok_or(())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(());
+    }
+    Ok(())
+}
+
+/// One line from a TOML error: the message plus the line it points at.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:7000"
+auth_domain = "auth.example.test"
+[[apps]]
+hostname = "db.example.test"
+origin = "127.0.0.1:5432"
+allow = ["alice@example.test", "service:ci"]
+session = "1h"
+[[apps]]
+hostname = "*.ssh.example.test"
+destinations = ["10.1.2.3:22"]
+allow = ["service:ci"]
+[[service_tokens]]
+name = "ci"
+client_id = "ci.access"
+client_secret = "s3cret"
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = Config::parse(GOOD, Path::new("/etc/tunnel")).unwrap();
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.apps[0].session, Duration::from_secs(3600));
+        assert_eq!(c.apps[0].aud, derive_aud("db.example.test"));
+        assert_eq!(c.signing_key, Path::new("/etc/tunnel/signing-key.pem"));
+        assert!(format!("{c:?}").contains("secret_sha256"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem_on_one_line() {
+        let cases = [
+            ("listen = 1", "line 1"),
+            (
+                "listen = \"0.0.0.0:7000\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
+                "loopback",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\nbogus = 1",
+                "bogus",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"",
+                "no [[apps]]",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"service:nope\"]",
+                "nope",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a\"\nallow=[\"a@b\"]",
+                "origin",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(text, Path::new(".")).unwrap_err();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+            assert!(!err.contains('\n'), "{err:?} is not one line");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `tunnel edge`: a self-hostable edge speaking the Access wire protocol. It checks
+//! JWTs and service tokens against each app's policy, answers the login redirect,
+//! publishes its JWKS, and bridges WebSocket streams to TCP origins.
+//!
+//! [`config`] parses `edge.toml`, [`issuer`] holds the signing key, [`policy`]
+//! decides, [`server`] speaks HTTP. [`Edge::load`] prepares everything that can fail
+//! before anything is bound; [`serve`] takes an already-bound listener (tests bind
+//! port 0 and read back the address).
+
+pub mod config;
+pub mod issuer;
+pub mod policy;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::{Config, ConfigError};
+pub use issuer::Issuer;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The signing key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] issuer::KeyError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("edge TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The listen address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; pick another `listen` address or stop the program using it"
+    )]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `mint-token` named an app the config does not have.
+    #[error("no app in the config matches {0:?}; use one of the [[apps]] hostnames")]
+    UnknownApp(String),
+}
+
+/// A loaded edge: validated config, signing key and TLS acceptor.
+pub struct Edge {
+    /// The validated configuration.
+    pub config: Config,
+    /// The token issuer.
+    pub issuer: Issuer,
+    /// TLS acceptor when serving `wss://`.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Edge {
+    /// Load the signing key (creating it if missing) and TLS material for `config`.
+    pub fn load(config: Config) -> Result<Edge, EdgeError> {
+        let issuer = Issuer::load_or_create(&config.signing_key, &config.auth_domain)?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+            None => None,
+        };
+        Ok(Edge {
+            config,
+            issuer,
+            tls,
+        })
+    }
+
+    /// Bind the configured listen address.
+    pub async fn bind(&self) -> Result<TcpListener, EdgeError> {
+        let addr = self.config.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| EdgeError::Bind { addr, source })
+    }
+
+    /// Mint a token for the app matching `app` (a hostname or URL) naming `email`.
+    pub fn mint(&self, app: &str, email: &str, ttl: Duration) -> Result<String, EdgeError> {
+        let host = app.split_once("://").map_or(app, |(_, r)| r);
+        let host = host
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let found = self
+            .config
+            .apps
+            .iter()
+            .find(|a| a.hostname == host || policy::host_matches(&a.hostname, &host))
+            .ok_or_else(|| EdgeError::UnknownApp(app.to_string()))?;
+        Ok(self.issuer.mint(&found.aud, email, ttl))
+    }
+}
+
+/// Serve on `listener` until `shutdown`; then stop accepting and drain live
+/// streams for at most `grace`.
+pub async fn serve(
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let scheme = if edge.tls.is_some() { "https" } else { "http" };
+    if let Ok(addr) = listener.local_addr() {
+        info!(
+            "listening on {addr} ({scheme}, {} apps)",
+            edge.config.apps.len()
+        );
+    }
+    let stop = shutdown.clone();
+    crate::serve::run(
+        vec![listener],
+        shutdown,
+        grace,
+        move |socket, peer, tracker| {
+            server::connection(edge.clone(), socket, peer, tracker, stop.clone())
+        },
+    )
+    .await;
+}

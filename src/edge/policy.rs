@@ -1,0 +1,329 @@
+//! Who may enter which app, and where their stream goes. Pure functions over the
+//! request headers, so they are unit-tested and fuzzed without a server. Every
+//! check fails closed.
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::config::{App, Config, Upstream};
+use super::issuer::Issuer;
+use crate::protocol;
+
+/// Who a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A login identity, by email.
+    User(String),
+    /// A service token, by name.
+    Service(String),
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::User(e) => f.write_str(e),
+            Identity::Service(n) => write!(f, "service:{n}"),
+        }
+    }
+}
+
+/// The outcome of checking a request against an app's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through.
+    Allow(Identity),
+    /// No usable credentials: answer with the login redirect (as Access does), with
+    /// a short reason that is safe to show.
+    Login(String),
+    /// Authenticated but not allowed into this app.
+    Forbidden(String),
+}
+
+/// The first app whose pattern matches `host` (lower case, no port).
+pub fn find_app<'a>(apps: &'a [App], host: &str) -> Option<&'a App> {
+    apps.iter().find(|a| host_matches(&a.hostname, host))
+}
+
+/// `*.example.test` matches any host ending in `.example.test` (not the apex);
+/// anything else matches exactly.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
+
+/// The `Host` header without its port, lower case. `None` when absent or invalid.
+pub fn request_host(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(http::header::HOST)?.to_str().ok()?.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split_once(']')?.0
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
+    };
+    if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == b'/' || b == b'@') {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// The value of cookie `name`, if present.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Check the credentials on a request for `app`: an Access token (header or
+/// `CF_Authorization` cookie) first, then a service token.
+pub fn authorize(config: &Config, issuer: &Issuer, app: &App, headers: &HeaderMap) -> Decision {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(token) =
+        header(protocol::ACCESS_TOKEN).or_else(|| cookie(headers, protocol::AUTH_COOKIE))
+    {
+        return match issuer.verify(token.trim(), &app.aud) {
+            Ok(claims) => {
+                let identity = match (claims.email, claims.common_name) {
+                    (Some(email), _) => Identity::User(email.to_ascii_lowercase()),
+                    (None, Some(name)) => Identity::Service(name),
+                    (None, None) => return Decision::Login("token names nobody".into()),
+                };
+                admit(app, identity)
+            }
+            Err(e) => Decision::Login(e.to_string()),
+        };
+    }
+    match (header(protocol::CLIENT_ID), header(protocol::CLIENT_SECRET)) {
+        (Some(id), Some(secret)) => match check_service_token(config, id, secret) {
+            Some(name) => admit(app, Identity::Service(name)),
+            None => Decision::Login("invalid service token".into()),
+        },
+        (Some(_), None) | (None, Some(_)) => Decision::Login(
+            "service token needs both Cf-Access-Client-Id and Cf-Access-Client-Secret".into(),
+        ),
+        (None, None) => Decision::Login("no credentials".into()),
+    }
+}
+
+/// The name of the service token with this id and secret. The secret is compared
+/// (as its SHA-256) in constant time against every token, so timing reveals nothing.
+pub fn check_service_token(config: &Config, id: &str, secret: &str) -> Option<String> {
+    let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let mut found = None;
+    for t in &config.service_tokens {
+        let secret_ok = t.secret_sha256.ct_eq(&presented);
+        if bool::from(secret_ok) && t.client_id == id {
+            found = Some(t.name.clone());
+        }
+    }
+    found
+}
+
+fn admit(app: &App, identity: Identity) -> Decision {
+    let allowed = match &identity {
+        Identity::User(email) => app.allow_emails.iter().any(|a| a == email),
+        Identity::Service(name) => app.allow_services.iter().any(|a| a == name),
+    };
+    if allowed {
+        Decision::Allow(identity)
+    } else {
+        Decision::Forbidden(format!("{identity} is not allowed into {}", app.hostname))
+    }
+}
+
+/// Where this request's stream goes: the app's origin, or (bastion mode) the
+/// `Cf-Access-Jump-Destination` it names, only when the app lists it. The error is
+/// safe to show the client.
+pub fn upstream(app: &App, headers: &HeaderMap) -> Result<String, String> {
+    let jump = headers
+        .get(protocol::JUMP_DESTINATION)
+        .map(|v| v.to_str().map(str::trim));
+    match (&app.upstream, jump) {
+        (Upstream::Origin(o), None) => Ok(o.clone()),
+        (Upstream::Origin(_), Some(_)) => {
+            Err("this app takes no jump destination; drop --destination".into())
+        }
+        (Upstream::Destinations(_), None) => {
+            Err("this app is a bastion: name a destination with --destination host:port".into())
+        }
+        (Upstream::Destinations(list), Some(Ok(dest))) => {
+            // Accept `ssh://host:port` as cloudflared users sometimes write it.
+            let dest = dest
+                .split_once("://")
+                .map_or(dest, |(_, rest)| rest)
+                .trim_end_matches('/');
+            list.iter()
+                .find(|d| d.eq_ignore_ascii_case(dest))
+                .cloned()
+                .ok_or_else(|| format!("destination {dest} is not allowed for this app"))
+        }
+        (Upstream::Destinations(_), Some(Err(_))) => Err("destination is not valid text".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+listen = "127.0.0.1:0"
+auth_domain = "auth.test"
+[[apps]]
+hostname = "db.test"
+origin = "127.0.0.1:5432"
+allow = ["alice@example.test", "service:ci"]
+[[apps]]
+hostname = "*.ssh.test"
+destinations = ["10.0.0.1:22"]
+allow = ["service:ci"]
+[[service_tokens]]
+name = "ci"
+client_id = "ci.access"
+client_secret = "s3cret"
+[[service_tokens]]
+name = "other"
+client_id = "other.access"
+client_secret = "x"
+"#,
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hosts_and_wildcards() {
+        let c = config();
+        assert_eq!(find_app(&c.apps, "db.test").unwrap().hostname, "db.test");
+        assert_eq!(
+            find_app(&c.apps, "a.ssh.test").unwrap().hostname,
+            "*.ssh.test"
+        );
+        assert!(find_app(&c.apps, "ssh.test").is_none());
+        assert!(find_app(&c.apps, "xdb.test").is_none());
+        assert_eq!(
+            request_host(&headers(&[("host", "DB.test:443")])).as_deref(),
+            Some("db.test")
+        );
+        assert_eq!(
+            request_host(&headers(&[("host", "[::1]:80")])).as_deref(),
+            Some("::1")
+        );
+        assert_eq!(request_host(&headers(&[("host", "a/b")])), None);
+    }
+
+    #[test]
+    fn service_tokens_are_checked_by_id_and_secret() {
+        let c = config();
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Issuer::load_or_create(&dir.path().join("k.pem"), "auth.test").unwrap();
+        let app = &c.apps[0];
+        let ok = headers(&[
+            (protocol::CLIENT_ID, "ci.access"),
+            (protocol::CLIENT_SECRET, "s3cret"),
+        ]);
+        assert_eq!(
+            authorize(&c, &issuer, app, &ok),
+            Decision::Allow(Identity::Service("ci".into()))
+        );
+        let wrong = headers(&[
+            (protocol::CLIENT_ID, "ci.access"),
+            (protocol::CLIENT_SECRET, "x"),
+        ]);
+        assert!(matches!(
+            authorize(&c, &issuer, app, &wrong),
+            Decision::Login(_)
+        ));
+        // Right secret of another token with this id: refused.
+        let swapped = headers(&[
+            (protocol::CLIENT_ID, "other.access"),
+            (protocol::CLIENT_SECRET, "s3cret"),
+        ]);
+        assert!(matches!(
+            authorize(&c, &issuer, app, &swapped),
+            Decision::Login(_)
+        ));
+        let not_allowed = headers(&[
+            (protocol::CLIENT_ID, "other.access"),
+            (protocol::CLIENT_SECRET, "x"),
+        ]);
+        assert!(matches!(
+            authorize(&c, &issuer, app, &not_allowed),
+            Decision::Forbidden(_)
+        ));
+        assert!(matches!(
+            authorize(&c, &issuer, app, &HeaderMap::new()),
+            Decision::Login(_)
+        ));
+    }
+
+    #[test]
+    fn tokens_are_bound_to_their_app() {
+        let c = config();
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Issuer::load_or_create(&dir.path().join("k.pem"), "auth.test").unwrap();
+        let t = issuer.mint(
+            &c.apps[0].aud,
+            "alice@example.test",
+            std::time::Duration::from_secs(60),
+        );
+        let h = headers(&[(protocol::ACCESS_TOKEN, &t)]);
+        assert_eq!(
+            authorize(&c, &issuer, &c.apps[0], &h),
+            Decision::Allow(Identity::User("alice@example.test".into()))
+        );
+        let as_cookie = headers(&[("cookie", &format!("a=b; CF_Authorization={t}"))]);
+        assert!(matches!(
+            authorize(&c, &issuer, &c.apps[0], &as_cookie),
+            Decision::Allow(_)
+        ));
+        assert_eq!(
+            authorize(&c, &issuer, &c.apps[1], &h),
+            Decision::Login("token issued for another app".into())
+        );
+    }
+
+    #[test]
+    fn jump_destinations_only_when_listed() {
+        let c = config();
+        let none = HeaderMap::new();
+        assert_eq!(upstream(&c.apps[0], &none).unwrap(), "127.0.0.1:5432");
+        let j = |d: &str| headers(&[(protocol::JUMP_DESTINATION, d)]);
+        assert!(upstream(&c.apps[0], &j("10.0.0.1:22")).is_err());
+        assert_eq!(
+            upstream(&c.apps[1], &j("10.0.0.1:22")).unwrap(),
+            "10.0.0.1:22"
+        );
+        assert_eq!(
+            upstream(&c.apps[1], &j("ssh://10.0.0.1:22")).unwrap(),
+            "10.0.0.1:22"
+        );
+        assert!(upstream(&c.apps[1], &j("10.0.0.2:22")).is_err());
+        assert!(upstream(&c.apps[1], &none).is_err());
+    }
+}

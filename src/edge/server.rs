@@ -1,0 +1,273 @@
+//! The edge's HTTP side (hyper, HTTP/1.1): routes by `Host`, checks every
+//! WebSocket upgrade against the app's policy, dials the origin *before* answering
+//! `101` (so a dead origin is a clear `502`, not a stream that closes at once), then
+//! bridges the upgraded connection with the same [`crate::bridge`] as the client.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::Edge;
+use super::policy::{self, Decision};
+use crate::{bridge, protocol};
+
+/// Limit for a client's TLS handshake plus its request headers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for connecting to an origin.
+pub const ORIGIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Body = Full<Bytes>;
+
+/// Serve one accepted TCP connection: TLS (when configured) under a timeout, then
+/// HTTP/1.1 with upgrades. Upgraded streams are spawned into `tracker`.
+pub async fn connection(
+    edge: Arc<Edge>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    match &edge.tls {
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => return debug!(%peer, "TLS handshake too slow; dropped"),
+            };
+            http(edge, TokioIo::new(tls), peer, tracker, shutdown).await
+        }
+        None => http(edge, TokioIo::new(tcp), peer, tracker, shutdown).await,
+    }
+}
+
+async fn http<I>(
+    edge: Arc<Edge>,
+    io: I,
+    peer: SocketAddr,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (edge, tracker) = (edge.clone(), tracker.clone());
+        async move { Ok::<_, Infallible>(route(&edge, req, peer, &tracker).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "HTTP connection ended: {e}");
+    }
+}
+
+async fn route(
+    edge: &Edge,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tracker: &TaskTracker,
+) -> Response<Body> {
+    let ray = ray_id();
+    let path = req.uri().path();
+    if path == protocol::CERTS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "max-age=3600")
+            .body(Body::from(edge.issuer.jwks().to_string()))
+            .expect("valid response");
+    }
+    let Some(host) = policy::request_host(req.headers()) else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "missing or invalid Host header",
+            &ray,
+        );
+    };
+    let Some(app) = policy::find_app(&edge.config.apps, &host) else {
+        info!(%peer, %host, ray, "refused: no app for this host");
+        return refusal(
+            StatusCode::NOT_FOUND,
+            &format!("no app is configured for {host}"),
+            &ray,
+        );
+    };
+    let decision = policy::authorize(&edge.config, &edge.issuer, app, req.headers());
+    let identity = match decision {
+        Decision::Allow(identity) => identity,
+        Decision::Login(reason) => {
+            info!(%peer, %host, ray, "login required: {reason}");
+            return login_redirect(edge, &host, &app.aud, &reason, &ray);
+        }
+        Decision::Forbidden(reason) => {
+            info!(%peer, %host, ray, "forbidden: {reason}");
+            return refusal(StatusCode::FORBIDDEN, &reason, &ray);
+        }
+    };
+    let Some(accept) = websocket_accept(req.headers()) else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "this app carries TCP over WebSocket: use `tunnel tcp` or `cloudflared access tcp`",
+            &ray,
+        );
+    };
+    let dest = match policy::upstream(app, req.headers()) {
+        Ok(d) => d,
+        Err(reason) => {
+            info!(%peer, %host, %identity, ray, "refused: {reason}");
+            return refusal(StatusCode::FORBIDDEN, &reason, &ray);
+        }
+    };
+    let origin = match tokio::time::timeout(ORIGIN_TIMEOUT, TcpStream::connect(&dest)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(%peer, %host, %dest, ray, "origin unreachable: {e}");
+            return refusal(
+                StatusCode::BAD_GATEWAY,
+                &format!("origin unreachable: {e}"),
+                &ray,
+            );
+        }
+        Err(_) => {
+            warn!(%peer, %host, %dest, ray, "origin connect timed out");
+            return refusal(
+                StatusCode::GATEWAY_TIMEOUT,
+                "origin connect timed out",
+                &ray,
+            );
+        }
+    };
+    crate::client::dial::tune(&origin);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    info!(%peer, %host, %identity, %dest, ray, "stream opened");
+    let task_ray = ray.clone();
+    tracker.spawn(async move {
+        let ray = task_ray;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return warn!(%peer, ray, "upgrade failed: {e}"),
+        };
+        let config = bridge::ws_config(bridge::EDGE_MAX_MESSAGE);
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match bridge::run(origin, ws, bridge::Options::default()).await {
+            Ok(s) => info!(%peer, ray, up = s.up, down = s.down, "stream closed"),
+            Err(e) => warn!(%peer, ray, "stream failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header(protocol::HALF_CLOSE, "1")
+        .header(protocol::CF_RAY, ray)
+        .body(Body::default())
+        .expect("valid response")
+}
+
+/// The `Sec-WebSocket-Accept` for a well-formed upgrade request, else `None`.
+pub fn websocket_accept(headers: &HeaderMap) -> Option<String> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return None;
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION)? != "13" {
+        return None;
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    Some(derive_accept_key(key.as_bytes()))
+}
+
+/// The URL of the login page for `host`, as Access shapes it.
+pub fn login_url(edge: &Edge, host: &str, aud: &str) -> String {
+    let scheme = if edge.tls.is_some() { "https" } else { "http" };
+    format!(
+        "{scheme}://{}{}/{host}?kid={aud}&redirect_url=%2F",
+        edge.config.auth_domain,
+        protocol::LOGIN_PATH
+    )
+}
+
+fn login_redirect(edge: &Edge, host: &str, aud: &str, reason: &str, ray: &str) -> Response<Body> {
+    let mut r = refusal(StatusCode::FOUND, reason, ray);
+    if let Ok(v) = HeaderValue::from_str(&login_url(edge, host, aud)) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn refusal(status: StatusCode, reason: &str, ray: &str) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(protocol::CF_RAY, ray);
+    if let Ok(v) = HeaderValue::from_str(reason) {
+        b = b.header(protocol::REFUSAL, v);
+    }
+    b.body(Body::from(format!("{reason}\n")))
+        .expect("valid response")
+}
+
+/// A short random request id, returned as `cf-ray` and logged, to match a client's
+/// error with the edge's log line.
+fn ray_id() -> String {
+    use rsa::rand_core::RngCore;
+    format!("{:016x}-EDGE", rsa::rand_core::OsRng.next_u64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        assert_eq!(
+            websocket_accept(&h).as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        h.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
+        assert_eq!(websocket_accept(&h), None);
+    }
+}

@@ -1,0 +1,32 @@
+//! `tunnel`: reach private TCP services behind an identity-aware edge (Cloudflare
+//! Access or our own `tunnel edge`) from the command line, and self-host that edge.
+//!
+//! Modules, one job each:
+//! - [`protocol`]: header names, paths and claims both sides share (the wire contract).
+//! - [`app`]: running a parsed command, and its errors with their exit codes.
+//! - [`bridge`]: the data path, a byte stream pumped through a WebSocket with
+//!   backpressure, half-close and keepalive. Client and edge use the same pump.
+//! - [`client`]: dialing the edge (`dial`), the local listener (`listen`, `tcp` mode)
+//!   and stdio (`ssh` mode).
+//! - [`edge`]: the self-hostable edge: config, policy, token issuer, HTTP server.
+//! - [`tls`]: rustls configurations for both sides.
+//! - [`serve`]: the accept loop shared by the listener and the edge.
+//! - [`secret`]: strings that never print themselves.
+//! - [`shutdown`]: turning SIGINT/SIGTERM into one cancellation token.
+//! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
+//! - [`exit`]: the documented process exit codes.
+//! - [`cli`]: command-line definitions (clap), parsed once in `main`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bridge;
+pub mod cli;
+pub mod client;
+pub mod demo;
+pub mod edge;
+pub mod exit;
+pub mod protocol;
+pub mod secret;
+pub mod serve;
+pub mod shutdown;
+pub mod tls;

@@ -1,0 +1,94 @@
+//! The `tunnel` binary: parse the command line, set up logging, run, and map the
+//! outcome to an exit code (see `tunnel::exit` and the README). Nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tunnel::cli::{Cli, Command, LogArgs, LogLevel};
+use tunnel::exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let stdio_mode = matches!(&cli.command, Command::Ssh(a) if a.url.is_empty());
+    if let Err(e) = init_logging(&cli.log, stdio_mode) {
+        eprintln!("tunnel: error: {e}");
+        return ExitCode::from(exit::LOCAL);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tunnel: error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = tunnel::shutdown::on_signal();
+        tunnel::app::run(cli.command, shutdown).await
+    });
+    // stdin is read on a blocking thread that may never return; don't wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("tunnel: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs go to stderr (never stdout: `tunnel ssh` owns it) or to `--logfile`.
+fn init_logging(args: &LogArgs, stdio_mode: bool) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let level = match args.log_level {
+        Some(LogLevel::Debug) => "debug",
+        Some(LogLevel::Info) => "info",
+        Some(LogLevel::Warn) => "warn",
+        Some(LogLevel::Error | LogLevel::Fatal) => "error",
+        None if stdio_mode => "warn",
+        None => "info",
+    };
+    // Our own crate at the chosen level; dependencies one notch quieter at debug.
+    let filter = EnvFilter::new(format!(
+        "{level},hyper=info,tungstenite=info,tokio_tungstenite=info,rustls=info"
+    ));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let file = match (&args.logfile, &args.log_directory) {
+        (Some(f), _) => Some(f.clone()),
+        (None, Some(d)) => Some(d.join("tunnel.log")),
+        (None, None) => None,
+    };
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init();
+        }
+        None => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal();
+            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The wire contract shared by our client and our edge, compatible with Cloudflare
+//! Access and stock `cloudflared access` (see DESIGN.md section 2).
+
+/// Header carrying an Access JWT on the WebSocket handshake.
+pub const ACCESS_TOKEN: &str = "Cf-Access-Token";
+/// Service-token id header.
+pub const CLIENT_ID: &str = "Cf-Access-Client-Id";
+/// Service-token secret header.
+pub const CLIENT_SECRET: &str = "Cf-Access-Client-Secret";
+/// Bastion mode: the `host:port` the edge should dial for this stream.
+pub const JUMP_DESTINATION: &str = "Cf-Access-Jump-Destination";
+/// Request header asking the edge for the app metadata JWT.
+pub const METADATA_REQUEST: &str = "cf-access-metadata-request";
+/// Response header carrying the app metadata JWT.
+pub const METADATA: &str = "cf-access-metadata";
+/// Cloudflare's request id, shown in errors when present.
+pub const CF_RAY: &str = "cf-ray";
+/// Cookie holding an Access token (browser and org-token exchange).
+pub const AUTH_COOKIE: &str = "CF_Authorization";
+/// Cookie set during the org-token exchange.
+pub const APP_SESSION_COOKIE: &str = "CF_AppSession";
+
+/// Path prefix of a login redirect's `Location` ("you must log in").
+pub const LOGIN_PATH: &str = "/cdn-cgi/access/login";
+/// Path where the edge publishes its JWKS.
+pub const CERTS_PATH: &str = "/cdn-cgi/access/certs";
+/// Path of the CLI login page.
+pub const CLI_PATH: &str = "/cdn-cgi/access/cli";
+/// Path ending the org-token exchange.
+pub const AUTHORIZED_PATH: &str = "/cdn-cgi/access/authorized";
+
+/// Response header our edge sets on a `101` to say it understands the half-close
+/// marker (an empty binary message meaning "no more data from me"). A stock client
+/// ignores it; our client only sends the marker when it sees this header, and
+/// otherwise ends its side with a standard close frame.
+pub const HALF_CLOSE: &str = "Tunnel-Half-Close";
+/// Response header our edge sets on a refusal, naming the reason in a few words
+/// (never a secret), so the client can tell the user what to fix.
+pub const REFUSAL: &str = "Tunnel-Refusal";
+
+/// The `User-Agent` our client sends.
+pub const USER_AGENT: &str = concat!("tunnel/", env!("CARGO_PKG_VERSION"));
+
+/// True when a `Location` value points at an Access login page.
+pub fn is_login_redirect(location: &str) -> bool {
+    let path = match location.find("://") {
+        Some(i) => {
+            let rest = &location[i + 3..];
+            rest.find('/').map_or("", |j| &rest[j..])
+        }
+        None => location,
+    };
+    path.starts_with(LOGIN_PATH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_redirects_are_recognised_by_path_only() {
+        assert!(is_login_redirect(
+            "https://team.cloudflareaccess.com/cdn-cgi/access/login/db.example.com?kid=x"
+        ));
+        assert!(is_login_redirect("/cdn-cgi/access/login/x"));
+        assert!(!is_login_redirect("https://db.example.com/other"));
+        assert!(!is_login_redirect(
+            "https://evil.test/x?/cdn-cgi/access/login"
+        ));
+    }
+}

@@ -1,0 +1,89 @@
+//! The accept loop both `tunnel tcp` and `tunnel edge` use: never awaits a
+//! handshake (each socket is spawned first), caps live connections, backs off on
+//! accept errors such as EMFILE, stops on shutdown, and drains under a grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// Most live connections one process serves at once.
+pub const MAX_CONNECTIONS: usize = 65_536;
+
+/// Accept on every listener until `shutdown`; run `handler` for each socket in its
+/// own task; then stop accepting and wait up to `grace` for live connections.
+///
+/// `handler` may spawn follow-up work into the tracker it is given (the edge does,
+/// for upgraded streams) so that the drain waits for it too.
+pub async fn run<H, F>(
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    handler: H,
+) where
+    H: Fn(TcpStream, SocketAddr, TaskTracker) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    for listener in listeners {
+        let (shutdown, limit, tracker2, handler) = (
+            shutdown.clone(),
+            limit.clone(),
+            tracker.clone(),
+            handler.clone(),
+        );
+        tracker.spawn(async move {
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+                };
+                let accepted = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok((socket, peer)) => {
+                        backoff = Duration::from_millis(10);
+                        let fut = handler(socket, peer, tracker2.clone());
+                        tracker2.spawn(async move {
+                            fut.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE/ENFILE and friends: wait for connections to finish.
+                        warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    info!(
+        "shutting down: no new connections; draining live ones for up to {} s",
+        grace.as_secs()
+    );
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            "{} connections still open after the grace period; closing them",
+            tracker.len()
+        );
+    }
+}
+
+/// Raise the open-files soft limit to the hard limit, so thousands of connections
+/// work. Returns the new soft limit.
+pub fn raise_fd_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}

@@ -1,0 +1,37 @@
+//! One shutdown path: SIGINT and SIGTERM cancel one [`CancellationToken`]; accept
+//! loops select on it, live connections drain under a grace period.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long live connections may drain after a shutdown signal.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        t.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
