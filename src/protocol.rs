@@ -29,10 +29,11 @@ pub const CLI_PATH: &str = "/cdn-cgi/access/cli";
 /// Path ending the org-token exchange.
 pub const AUTHORIZED_PATH: &str = "/cdn-cgi/access/authorized";
 
-/// Response header our edge sets on a `101` to say it understands the half-close
-/// marker (an empty binary message meaning "no more data from me"). A stock client
-/// ignores it; our client only sends the marker when it sees this header, and
-/// otherwise ends its side with a standard close frame.
+/// Capability header for half-close: our client sends it on the handshake and our
+/// edge echoes it on the `101`. When both did, an empty binary message means "no
+/// more data from me" and the other direction keeps flowing (RFC 6455 forbids data
+/// after a close frame, so a close frame cannot express half-close). Stock peers
+/// ignore the header and never see the marker: they get standard close frames.
 pub const HALF_CLOSE: &str = "Tunnel-Half-Close";
 /// Response header our edge sets on a refusal, naming the reason in a few words
 /// (never a secret), so the client can tell the user what to fix.

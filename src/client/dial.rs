@@ -167,7 +167,7 @@ impl DialError {
 }
 
 /// Build the handshake request for `target`: the header set of stock `cloudflared`
-/// (DESIGN.md section 2), in the same order after the WebSocket headers.
+/// (DESIGN.md section 2) plus our half-close capability header.
 pub fn handshake_request(target: &Target) -> Request<()> {
     let mut req = Request::builder()
         .method("GET")
@@ -178,6 +178,7 @@ pub fn handshake_request(target: &Target) -> Request<()> {
         .header("Sec-WebSocket-Version", "13")
         .header("Sec-WebSocket-Key", generate_key())
         .header("User-Agent", protocol::USER_AGENT)
+        .header(protocol::HALF_CLOSE, "1")
         .body(())
         .expect("static request parts are valid");
     let headers = req.headers_mut();

@@ -163,6 +163,7 @@ async fn route(
         }
     };
     crate::client::dial::tune(&origin);
+    let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
     let on_upgrade = hyper::upgrade::on(&mut req);
     info!(%peer, %host, %identity, %dest, ray, "stream opened");
     let task_ray = ray.clone();
@@ -176,20 +177,25 @@ async fn route(
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        match bridge::run(origin, ws, bridge::Options::default()).await {
+        let opts = bridge::Options {
+            peer_half_close: half_close,
+            ..Default::default()
+        };
+        match bridge::run(origin, ws, opts).await {
             Ok(s) => info!(%peer, ray, up = s.up, down = s.down, "stream closed"),
             Err(e) => warn!(%peer, ray, "stream failed: {e}"),
         }
     });
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(protocol::HALF_CLOSE, "1")
-        .header(protocol::CF_RAY, ray)
-        .body(Body::default())
-        .expect("valid response")
+        .header(protocol::CF_RAY, ray);
+    if half_close {
+        response = response.header(protocol::HALF_CLOSE, "1");
+    }
+    response.body(Body::default()).expect("valid response")
 }
 
 /// The `Sec-WebSocket-Accept` for a well-formed upgrade request, else `None`.

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use origin::{EchoOrigin, SinkOrigin};
 pub use proc::Proc;
 
 /// How long a child may take to report readiness before the test fails.

@@ -68,10 +68,6 @@ impl Drop for EchoOrigin {
     }
 }
 
-/// An origin that reads everything, then replies with the sha256 hex of what it read
-/// followed by `reply_len` pseudo-random bytes it also hashes, then closes.
-pub struct SinkOrigin;
-
 /// A deterministic pseudo-random byte stream (xorshift), so tests need no rand crate.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

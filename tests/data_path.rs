@@ -1,0 +1,179 @@
+//! The data path end to end: real `tunnel tcp` + real `tunnel edge` + real TCP
+//! origins, checked byte for byte.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support::origin::{EchoOrigin, random_bytes, sha256_hex};
+use crate::support::{CI_TOKEN, Edge, tunnel_tcp, write_test_pki};
+
+const SERVICE: [&str; 4] = ["--id", "ci.access", "--secret", "s3cret"];
+
+fn app(host: &str, origin: SocketAddr) -> String {
+    format!(
+        "[[apps]]\nhostname = \"{host}\"\norigin = \"{origin}\"\nallow = [\"service:ci\"]\n{CI_TOKEN}"
+    )
+}
+
+/// An origin that reads everything (hashing it) while it writes `send` bytes of its
+/// own; once it has read EOF and written everything, it reports the hash and closes.
+fn hashing_origin(send: Vec<u8>) -> (SocketAddr, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&send).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        tx.send(sha256_hex(&got)).unwrap();
+    });
+    (addr, rx)
+}
+
+/// Send `up` and receive everything at once (full duplex), return what came back.
+fn duplex_exchange(local: SocketAddr, up: Vec<u8>) -> Vec<u8> {
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&up).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    got
+}
+
+fn sixty_four_mib_each_way(tls: bool) {
+    const SIZE: usize = 64 << 20;
+    let up = random_bytes(SIZE, 1);
+    let down = random_bytes(SIZE, 2);
+    let (up_hash, down_hash) = (sha256_hex(&up), sha256_hex(&down));
+    let (origin, origin_hash) = hashing_origin(down);
+    let (edge, hostname, extra) = if tls {
+        let dir = crate::support::tempdir();
+        write_test_pki(dir.path(), &["db.test"]);
+        let d = dir.path().display();
+        let edge = Edge::start_with(
+            &app("db.test", origin),
+            &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
+        );
+        let ca = format!("{d}/ca.pem");
+        std::mem::forget(dir);
+        (edge, "https://db.test", vec!["--ca-file".to_string(), ca])
+    } else {
+        (
+            Edge::start(&app("db.test", origin)),
+            "http://db.test",
+            vec![],
+        )
+    };
+    let mut args: Vec<&str> = SERVICE.to_vec();
+    args.extend(extra.iter().map(String::as_str));
+    let (_tcp, local) = tunnel_tcp(&edge, hostname, &args);
+    let got = duplex_exchange(local, up);
+    assert_eq!(got.len(), SIZE, "bytes received from the origin");
+    assert_eq!(sha256_hex(&got), down_hash, "origin -> client bytes differ");
+    let at_origin = origin_hash.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(at_origin, up_hash, "client -> origin bytes differ");
+}
+
+#[test]
+fn sixty_four_mib_each_way_over_ws() {
+    sixty_four_mib_each_way(false);
+}
+
+#[test]
+fn sixty_four_mib_each_way_over_tls() {
+    sixty_four_mib_each_way(true);
+}
+
+#[test]
+fn two_hundred_concurrent_connections_echo_one_mib_each() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&app("echo.test", origin.addr));
+    let (_tcp, local) = tunnel_tcp(&edge, "http://echo.test", &SERVICE);
+    let workers: Vec<_> = (0..200u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = random_bytes(1 << 20, 100 + i);
+                let back = duplex_exchange(local, data.clone());
+                assert!(
+                    back == data,
+                    "connection {i}: echo differs ({} bytes back)",
+                    back.len()
+                );
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a connection failed");
+    }
+    assert_eq!(
+        origin.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        200
+    );
+}
+
+#[test]
+fn half_close_still_delivers_the_whole_reply() {
+    // The origin reads the request until EOF, then answers with its hash and 1 MiB.
+    let origin = EchoOrigin::start_with(|mut s| {
+        let mut req = Vec::new();
+        s.read_to_end(&mut req).unwrap();
+        let mut reply = format!("{}\n", sha256_hex(&req)).into_bytes();
+        reply.extend(random_bytes(1 << 20, 7));
+        s.write_all(&reply).unwrap();
+    });
+    let edge = Edge::start(&app("half.test", origin.addr));
+    let (_tcp, local) = tunnel_tcp(&edge, "http://half.test", &SERVICE);
+    let request = random_bytes(300_000, 3);
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(&request).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let mut expected = format!("{}\n", sha256_hex(&request)).into_bytes();
+    expected.extend(random_bytes(1 << 20, 7));
+    assert_eq!(reply.len(), expected.len());
+    assert!(reply == expected, "reply after half-close differs");
+}
+
+#[test]
+fn ipv6_listener_and_several_urls() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&app("v6.test", origin.addr));
+    let mut args: Vec<&str> = SERVICE.to_vec();
+    args.extend(["--url", "[::1]:0"]);
+    let (mut tcp, v4) = tunnel_tcp(&edge, "http://v6.test", &args);
+    let v6 = tcp.nth_listening(1);
+    assert!(v6.is_ipv6(), "second listener {v6} is IPv6");
+    for addr in [v4, v6] {
+        assert_eq!(duplex_exchange(addr, b"ping".to_vec()), b"ping");
+    }
+}
+
+#[test]
+fn sigterm_stops_the_listener_cleanly() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&app("stop.test", origin.addr));
+    let (mut tcp, local) = tunnel_tcp(&edge, "http://stop.test", &SERVICE);
+    assert_eq!(duplex_exchange(local, b"x".to_vec()), b"x");
+    tcp.terminate();
+    let status = tcp.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "stderr: {}", tcp.stderr());
+    assert!(
+        TcpStream::connect(local).is_err(),
+        "still accepting after SIGTERM"
+    );
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: one test binary (as ripgrep does), one module per area. Every
+//! test drives the real `tunnel` binary over real sockets on loopback.
+
+mod support;
+
+mod bad_input;
+mod data_path;
+mod handshake;
+mod postgres;
+mod ssh;
