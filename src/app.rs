@@ -80,10 +80,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<(), Er
             let t = Target::parse(&args.hostname)?;
             let exe = std::env::current_exe()
                 .map_err(|e| Error::Io(format!("cannot find this program's path: {e}")))?;
-            println!(
-                "{}",
-                ssh_config(&t, &args.hostname, &exe.display().to_string())
-            );
+            println!("{}", ssh_config(&t, &exe.display().to_string()));
             Ok(())
         }
         Command::Edge(args) => edge_command(args, shutdown).await,
@@ -144,16 +141,18 @@ pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
         (None, None, Some(tok)) => Credentials::Token(Secret::new(tok)),
         (None, None, None) => Credentials::None,
     };
+    if t.connect_to.is_none() {
+        t.proxy = crate::client::proxy::from_env(t.tls, &t.host, |k| std::env::var(k).ok());
+    }
     if t.tls || args.ca_file.is_some() {
         t.tls_config = Some(crate::tls::client_config(args.ca_file.as_deref())?);
     }
     Ok(t)
 }
 
-/// The `~/.ssh/config` stanza for `hostname`.
-pub fn ssh_config(t: &Target, hostname: &str, exe: &str) -> String {
+/// The `~/.ssh/config` stanza for the app `t`.
+pub fn ssh_config(t: &Target, exe: &str) -> String {
     let scheme = if t.tls { "" } else { "http://" };
-    let _ = hostname;
     format!(
         "Host {host}\n  ProxyCommand {exe} ssh --hostname {scheme}%h{port}",
         host = t.host,

@@ -162,7 +162,7 @@ enum Down {
     /// Receiving messages.
     Open,
     /// Peer EOF seen; shutting down the local write side.
-    ShuttingDown,
+    Closing,
     /// Local write side shut down.
     Done,
 }
@@ -283,7 +283,7 @@ where
                     // `None` on the next read; a vanished peer looks the same.
                     progress = true;
                     self.peer_closed = true;
-                    self.down = Down::ShuttingDown;
+                    self.down = Down::Closing;
                 }
                 Poll::Pending => {
                     if self.local_unflushed {
@@ -296,7 +296,7 @@ where
                 }
             }
         }
-        if self.down == Down::ShuttingDown {
+        if self.down == Down::Closing {
             match Pin::new(&mut self.local).poll_shutdown(cx) {
                 Poll::Ready(Ok(())) => {
                     self.down = Down::Done;
@@ -319,7 +319,7 @@ where
         self.last_rx = now;
         self.ping_sent_at = None;
         match msg {
-            Message::Binary(b) if b.is_empty() => self.down = Down::ShuttingDown,
+            Message::Binary(b) if b.is_empty() => self.down = Down::Closing,
             Message::Binary(b) => {
                 self.last_data = now;
                 self.stats.down += b.len() as u64;
@@ -332,7 +332,7 @@ where
                 self.peer_closed = true;
                 // tungstenite queued the close reply; make sure it is flushed.
                 self.ws_unflushed = true;
-                self.down = Down::ShuttingDown;
+                self.down = Down::Closing;
             }
             Message::Text(_) => return Err(BridgeError::TextFrame),
         }
@@ -466,10 +466,10 @@ where
             if self.close_deadline.is_some_and(|d| now >= d) {
                 return Poll::Ready(Ok(true));
             }
-            if let Some(sent) = self.ping_sent_at {
-                if now >= sent + self.opts.pong_timeout {
-                    return Poll::Ready(Err(BridgeError::Dead(now - self.last_rx)));
-                }
+            if let Some(sent) = self.ping_sent_at
+                && now >= sent + self.opts.pong_timeout
+            {
+                return Poll::Ready(Err(BridgeError::Dead(now - self.last_rx)));
             }
             let one_way = self.up == Up::Done || self.down == Down::Done;
             if one_way && now >= self.last_data + self.opts.half_open_idle {

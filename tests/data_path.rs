@@ -177,3 +177,74 @@ fn sigterm_stops_the_listener_cleanly() {
         "still accepting after SIGTERM"
     );
 }
+
+/// A minimal HTTP CONNECT proxy: records each requested target and connects it to
+/// `upstream` (standing in for the proxy's DNS), then copies bytes both ways.
+fn connect_proxy(upstream: SocketAddr) -> (SocketAddr, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                tx.send(line).unwrap();
+                let server = TcpStream::connect(upstream).unwrap();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(Shutdown::Write);
+                });
+                let (mut s, mut c) = (server, client);
+                let _ = std::io::copy(&mut s, &mut c);
+                let _ = c.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn through_an_http_proxy_from_the_environment() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&app("db.test", origin.addr));
+    let (proxy, requests) = connect_proxy(edge.addr);
+    let proxy_url = format!("http://{proxy}");
+    let mut args = vec![
+        "tcp",
+        "--hostname",
+        "http://db.test",
+        "--url",
+        "127.0.0.1:0",
+    ];
+    args.extend(SERVICE);
+    let mut tcp = crate::support::Proc::spawn(
+        crate::support::bin(),
+        &args,
+        &[
+            ("http_proxy", proxy_url.as_str()),
+            ("no_proxy", "localhost"),
+        ],
+    );
+    let local = tcp.wait_listening();
+    assert_eq!(duplex_exchange(local, b"via proxy".to_vec()), b"via proxy");
+    let line = requests.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(line, "CONNECT db.test:80 HTTP/1.1");
+}

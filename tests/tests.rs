@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod commands;
 mod data_path;
 mod handshake;
 mod postgres;

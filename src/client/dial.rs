@@ -62,6 +62,18 @@ pub enum DialError {
         #[source]
         source: io::Error,
     },
+    /// The HTTP proxy from the environment refused or failed the `CONNECT`.
+    #[error(
+        "the proxy {proxy} could not open a tunnel to {addr}: {detail}; check https_proxy/http_proxy and no_proxy"
+    )]
+    Proxy {
+        /// The proxy.
+        proxy: String,
+        /// The edge address asked for.
+        addr: String,
+        /// What happened.
+        detail: String,
+    },
     /// A step took too long.
     #[error(
         "timed out {stage} the edge at {addr} after {secs} s; check the network or --connect-to"
@@ -154,6 +166,7 @@ impl DialError {
             DialError::Resolve { .. }
             | DialError::Connect { .. }
             | DialError::Timeout { .. }
+            | DialError::Proxy { .. }
             | DialError::Protocol { .. } => exit::NETWORK,
             DialError::Tls { .. } => exit::TLS,
             DialError::LoginRequired { .. } => exit::LOGIN_NEEDED,
@@ -199,10 +212,10 @@ pub fn handshake_request(target: &Target) -> Request<()> {
             }
         }
     }
-    if let Some(dest) = &target.destination {
-        if let Ok(v) = HeaderValue::from_str(dest) {
-            headers.insert(protocol::JUMP_DESTINATION, v);
-        }
+    if let Some(dest) = &target.destination
+        && let Ok(v) = HeaderValue::from_str(dest)
+    {
+        headers.insert(protocol::JUMP_DESTINATION, v);
     }
     for (name, value) in &target.headers {
         headers.append(name.clone(), value.clone());
@@ -218,13 +231,16 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
 /// Open one authenticated WebSocket to the edge for `target`.
 pub async fn dial(target: &Target) -> Result<Connected, DialError> {
     let addr = target.dial_addr();
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr))
-        .await
-        .map_err(|_| DialError::Timeout {
-            addr: addr.clone(),
-            stage: "connecting to",
-            secs: CONNECT_TIMEOUT.as_secs(),
-        })??;
+    let tcp = match &target.proxy {
+        Some(proxy) => via_proxy(proxy, &addr).await?,
+        None => tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr))
+            .await
+            .map_err(|_| DialError::Timeout {
+                addr: addr.clone(),
+                stage: "connecting to",
+                secs: CONNECT_TIMEOUT.as_secs(),
+            })??,
+    };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(target, &addr, tcp))
         .await
         .map_err(|_| DialError::Timeout {
@@ -232,6 +248,24 @@ pub async fn dial(target: &Target) -> Result<Connected, DialError> {
             stage: "in the handshake with",
             secs: HANDSHAKE_TIMEOUT.as_secs(),
         })?
+}
+
+async fn via_proxy(proxy: &super::proxy::Proxy, addr: &str) -> Result<TcpStream, DialError> {
+    let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect(&proxy.addr))
+        .await
+        .map_err(|_| DialError::Timeout {
+            addr: proxy.addr.clone(),
+            stage: "connecting to the proxy for",
+            secs: CONNECT_TIMEOUT.as_secs(),
+        })??;
+    super::proxy::connect(&mut tcp, proxy, addr, CONNECT_TIMEOUT)
+        .await
+        .map_err(|detail| DialError::Proxy {
+            proxy: proxy.addr.clone(),
+            addr: addr.to_string(),
+            detail,
+        })?;
+    Ok(tcp)
 }
 
 async fn connect(addr: &str) -> Result<TcpStream, DialError> {

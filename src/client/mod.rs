@@ -4,6 +4,7 @@
 
 pub mod dial;
 pub mod listen;
+pub mod proxy;
 pub mod stdio;
 pub mod target;
 

@@ -45,6 +45,8 @@ pub struct Target {
     pub credentials: Credentials,
     /// TLS client configuration (roots + `--ca-file`), when `tls`.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// HTTP proxy to tunnel through (from the environment; never with `--connect-to`).
+    pub proxy: Option<super::proxy::Proxy>,
 }
 
 /// A malformed `--hostname`, `--destination`, `--connect-to` or `-H`.
@@ -117,6 +119,7 @@ impl Target {
             headers: Vec::new(),
             credentials: Credentials::None,
             tls_config: None,
+            proxy: None,
         })
     }
 
