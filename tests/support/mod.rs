@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod postgres;
 pub mod proc;
+pub mod sshd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
