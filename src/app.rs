@@ -13,7 +13,7 @@ use crate::client::listen::{self, ListenError};
 use crate::client::{ConnError, Credentials, Target, TargetError, stdio, target};
 use crate::edge::{self, Config, Edge, EdgeError};
 use crate::secret::Secret;
-use crate::{exit, shutdown};
+use crate::{commands, exit, shutdown};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,9 @@ pub enum Error {
     /// `--ca-file` (or `SSL_CERT_FILE`) unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// No token could be had (login needed, failed, cache unusable).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A tunnelled connection failed (stdio mode).
     #[error(transparent)]
     Conn(#[from] ConnError),
@@ -52,27 +55,50 @@ impl Error {
             Error::Listen(ListenError::BadAddress(_)) => exit::USAGE,
             Error::Listen(_) | Error::Tls(_) | Error::Edge(_) | Error::Io(_) => exit::LOCAL,
             Error::Conn(e) => e.exit_code(),
+            Error::Auth(e) => e.exit_code(),
             Error::Interrupted => exit::INTERRUPTED,
         }
     }
 }
 
-/// Run `command` until it finishes or `shutdown` is cancelled.
-pub async fn run(command: Command, shutdown: CancellationToken) -> Result<(), Error> {
+/// Run `command` until it finishes or `shutdown` is cancelled; `Ok` carries the
+/// exit code (0, or curl's own for `tunnel curl`).
+pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Error> {
     match command {
+        Command::Login(args) => {
+            let json = args.auth.json;
+            reported(
+                json,
+                commands::login(args, shutdown).await.map(|_| exit::OK),
+            )
+        }
+        Command::Token(args) => {
+            let json = args.auth.json;
+            reported(json, commands::token(args).await.map(|_| exit::OK))
+        }
+        Command::Logout(args) => {
+            let json = args.auth.json;
+            reported(json, commands::logout(args).await.map(|_| exit::OK))
+        }
+        Command::Curl(args) => {
+            let json = args.auth.json;
+            reported(json, commands::curl(args, shutdown).await)
+        }
         Command::Tcp(args) => {
             if args.url.is_empty() {
                 return Err(Error::Usage(
                     "tcp needs --url HOST:PORT to listen on (e.g. --url 127.0.0.1:5432)".into(),
                 ));
             }
-            listen_mode(&args, shutdown).await
+            listen_mode(&args, shutdown).await.map(|_| exit::OK)
         }
-        Command::Ssh(args) if !args.url.is_empty() => listen_mode(&args, shutdown).await,
+        Command::Ssh(args) if !args.url.is_empty() => {
+            listen_mode(&args, shutdown).await.map(|_| exit::OK)
+        }
         Command::Ssh(args) => {
             let target = target_from(&args)?;
             tokio::select! {
-                r = stdio::run(&target) => r.map(|_| ()).map_err(Error::from),
+                r = stdio::run(&target) => r.map(|_| exit::OK).map_err(Error::from),
                 _ = shutdown.cancelled() => Err(Error::Interrupted),
             }
         }
@@ -81,17 +107,31 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<(), Er
             let exe = std::env::current_exe()
                 .map_err(|e| Error::Io(format!("cannot find this program's path: {e}")))?;
             println!("{}", ssh_config(&t, &exe.display().to_string()));
-            Ok(())
+            Ok(exit::OK)
         }
-        Command::Edge(args) => edge_command(args, shutdown).await,
-        Command::Demo(args) => crate::demo::run(&args, shutdown).await,
+        Command::Edge(args) => edge_command(args, shutdown).await.map(|_| exit::OK),
+        Command::Demo(args) => crate::demo::run(&args, shutdown).await.map(|_| exit::OK),
     }
+}
+
+/// With `--json`, an error is also printed as one JSON object on stdout.
+fn reported(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
+    if let (true, Err(e)) = (json, &result) {
+        commands::print_json_error(e);
+    }
+    result
 }
 
 async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let target = Arc::new(target_from(args)?);
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
+    if let (true, Some(auth)) = (args.login_now, &target.auth) {
+        tokio::select! {
+            r = auth.token(None) => { r?; }
+            _ = shutdown.cancelled() => return Err(Error::Interrupted),
+        }
+    }
     listen::serve(listeners, target, shutdown, shutdown::GRACE).await;
     Ok(())
 }
@@ -146,6 +186,17 @@ pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
     }
     if t.tls || args.ca_file.is_some() {
         t.tls_config = Some(crate::tls::client_config(args.ca_file.as_deref())?);
+    }
+    if matches!(t.credentials, Credentials::None) {
+        let auth = commands::auth_for(
+            &t,
+            args.token_dir.as_deref(),
+            args.transfer_url.clone(),
+            t.connect_to.clone(),
+            args.ca_file.as_deref(),
+            true,
+        )?;
+        t.auth = Some(Arc::new(auth));
     }
     Ok(t)
 }

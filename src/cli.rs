@@ -63,6 +63,14 @@ pub enum Command {
     Ssh(AccessArgs),
     /// Print an ~/.ssh/config stanza that reaches HOSTNAME through `tunnel ssh`.
     SshConfig(SshConfigArgs),
+    /// Log in to an app in the browser (if needed) and cache its token.
+    Login(LoginArgs),
+    /// Print the cached token for an app; never starts a login.
+    Token(TokenArgs),
+    /// Forget the cached tokens of an app (or, with --all, every cached token).
+    Logout(LogoutArgs),
+    /// Run the system `curl` against an app with its token (logging in if needed).
+    Curl(CurlArgs),
     /// Run a self-hosted edge (see `tunnel edge --help`), or one of its tools.
     Edge(EdgeArgs),
     /// Start a local edge, an echo origin and a listener in this process, and prove a
@@ -121,6 +129,89 @@ pub struct AccessArgs {
     /// Extra trusted CA certificates (PEM) for the edge's TLS.
     #[arg(long, env = "TUNNEL_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Where tokens are cached [default: ~/.config/tunnel].
+    #[arg(long, env = "TUNNEL_TOKEN_DIR", value_name = "DIR")]
+    pub token_dir: Option<PathBuf>,
+    /// Base URL of the login hand-off service (when the app's metadata names none).
+    #[arg(long, env = "TUNNEL_TRANSFER_URL", value_name = "URL")]
+    pub transfer_url: Option<String>,
+    /// Log in at start instead of at the first connection (listener mode).
+    #[arg(long)]
+    pub login_now: bool,
+}
+
+/// Flags every token command shares.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// Where tokens are cached [default: ~/.config/tunnel].
+    #[arg(long, env = "TUNNEL_TOKEN_DIR", value_name = "DIR")]
+    pub token_dir: Option<PathBuf>,
+    /// Base URL of the login hand-off service (when the app's metadata names none).
+    #[arg(long, env = "TUNNEL_TRANSFER_URL", value_name = "URL")]
+    pub transfer_url: Option<String>,
+    /// Send every request to this `host:port`, keeping Host and TLS SNI.
+    #[arg(long, env = "TUNNEL_CONNECT_TO", value_name = "HOST:PORT")]
+    pub connect_to: Option<String>,
+    /// Extra trusted CA certificates (PEM).
+    #[arg(long, env = "TUNNEL_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Print one JSON object (the token and what it says, or the error).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The app, e.g. https://app.example.com.
+    pub url: String,
+    /// Shared token flags.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Print the token on stdout after logging in.
+    #[arg(long, conflicts_with = "quiet")]
+    pub print: bool,
+    /// Print nothing on success.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The app, e.g. https://app.example.com.
+    #[arg(long)]
+    pub app: String,
+    /// Shared token flags.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Flags of `logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The app whose tokens to forget.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub url: Option<String>,
+    /// Forget every cached token.
+    #[arg(long)]
+    pub all: bool,
+    /// Shared token flags.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Flags of `curl`.
+#[derive(Debug, Args)]
+pub struct CurlArgs {
+    /// Shared token flags (before the URL).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// The app URL to request.
+    pub url: String,
+    /// Arguments passed to curl as they are.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub curl_args: Vec<String>,
 }
 
 /// Flags of `ssh-config`.

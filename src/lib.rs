@@ -4,6 +4,7 @@
 //! Modules, one job each:
 //! - [`protocol`]: header names, paths and claims both sides share (the wire contract).
 //! - [`app`]: running a parsed command, and its errors with their exit codes.
+//! - [`auth`]: login hand-off crypto, app metadata, token cache and login flow.
 //! - [`bridge`]: the data path, a byte stream pumped through a WebSocket with
 //!   backpressure, half-close and keepalive. Client and edge use the same pump.
 //! - [`client`]: dialing the edge (`dial`), the local listener (`listen`, `tcp` mode)
@@ -13,15 +14,18 @@
 //! - [`serve`]: the accept loop shared by the listener and the edge.
 //! - [`secret`]: strings that never print themselves.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into one cancellation token.
+//! - [`commands`]: `login`, `token`, `logout` and `curl`.
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
 //! - [`exit`]: the documented process exit codes.
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod bridge;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod demo;
 pub mod edge;
 pub mod exit;

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     // stdin is read on a blocking thread that may never return; don't wait for it.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("tunnel: error: {e}");
             ExitCode::from(e.exit_code())

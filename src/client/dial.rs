@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, handshake::client::generate_key};
 
 use super::target::{Credentials, Target};
+use crate::secret::Secret;
 use crate::{exit, protocol};
 
 /// Limit for resolving and connecting to the edge.
@@ -181,7 +182,7 @@ impl DialError {
 
 /// Build the handshake request for `target`: the header set of stock `cloudflared`
 /// (DESIGN.md section 2) plus our half-close capability header.
-pub fn handshake_request(target: &Target) -> Request<()> {
+pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()> {
     let mut req = Request::builder()
         .method("GET")
         .uri(target.url())
@@ -195,7 +196,8 @@ pub fn handshake_request(target: &Target) -> Request<()> {
         .body(())
         .expect("static request parts are valid");
     let headers = req.headers_mut();
-    match &target.credentials {
+    let login_token = token.map(|t| Credentials::Token(t.clone()));
+    match login_token.as_ref().unwrap_or(&target.credentials) {
         Credentials::None => {}
         Credentials::Token(token) => {
             if let Ok(v) = HeaderValue::from_str(token.expose()) {
@@ -228,8 +230,9 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
     v
 }
 
-/// Open one authenticated WebSocket to the edge for `target`.
-pub async fn dial(target: &Target) -> Result<Connected, DialError> {
+/// Open one authenticated WebSocket to the edge for `target`; `token` (from a
+/// login) overrides the target's credentials.
+pub async fn dial(target: &Target, token: Option<&Secret>) -> Result<Connected, DialError> {
     let addr = target.dial_addr();
     let tcp = match &target.proxy {
         Some(proxy) => via_proxy(proxy, &addr).await?,
@@ -241,7 +244,7 @@ pub async fn dial(target: &Target) -> Result<Connected, DialError> {
                 secs: CONNECT_TIMEOUT.as_secs(),
             })??,
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(target, &addr, tcp))
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(target, token, &addr, tcp))
         .await
         .map_err(|_| DialError::Timeout {
             addr,
@@ -298,7 +301,12 @@ pub fn tune(s: &TcpStream) {
     let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
 }
 
-async fn handshake(target: &Target, addr: &str, tcp: TcpStream) -> Result<Connected, DialError> {
+async fn handshake(
+    target: &Target,
+    token: Option<&Secret>,
+    addr: &str,
+    tcp: TcpStream,
+) -> Result<Connected, DialError> {
     let stream = if target.tls {
         let config = target
             .tls_config
@@ -323,14 +331,20 @@ async fn handshake(target: &Target, addr: &str, tcp: TcpStream) -> Result<Connec
     } else {
         EdgeStream::Plain(tcp)
     };
-    let request = handshake_request(target);
+    let request = handshake_request(target, token);
     let config = crate::bridge::ws_config(crate::bridge::CLIENT_MAX_MESSAGE);
     match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
         Ok((ws, response)) => Ok(Connected {
             peer_half_close: response.headers().contains_key(protocol::HALF_CLOSE),
             ws,
         }),
-        Err(tungstenite::Error::Http(response)) => Err(classify(target, &response)),
+        Err(tungstenite::Error::Http(response)) => {
+            let mut t = target.clone();
+            if let Some(tok) = token {
+                t.credentials = Credentials::Token(tok.clone());
+            }
+            Err(classify(&t, &response))
+        }
         Err(source) => Err(DialError::Protocol {
             url: target.url(),
             source,
@@ -449,7 +463,6 @@ impl AsyncWrite for EdgeStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
     fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<Option<Vec<u8>>> {
         let mut b = http::Response::builder().status(status);
@@ -504,7 +517,7 @@ mod tests {
             id: "id".into(),
             secret: Secret::new("s3cret"),
         };
-        let req = handshake_request(&t);
+        let req = handshake_request(&t, None);
         assert_eq!(req.headers()[protocol::CLIENT_SECRET], "s3cret");
         assert!(!format!("{req:?}").contains("s3cret"));
         assert!(!format!("{t:?}").contains("s3cret"));

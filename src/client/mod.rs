@@ -21,6 +21,9 @@ pub enum ConnError {
     /// The WebSocket to the edge could not be opened.
     #[error(transparent)]
     Dial(#[from] DialError),
+    /// The app needed a login and none could be had.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The stream failed after it was established.
     #[error("tunnel to {host} broke: {source}")]
     Bridge {
@@ -37,6 +40,7 @@ impl ConnError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ConnError::Dial(e) => e.exit_code(),
+            ConnError::Auth(e) => e.exit_code(),
             ConnError::Bridge { .. } => crate::exit::NETWORK,
         }
     }
@@ -47,7 +51,7 @@ pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnErr
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
-    let conn = dial::dial(target).await?;
+    let conn = connect(target).await?;
     let opts = bridge::Options {
         peer_half_close: conn.peer_half_close,
         ..Default::default()
@@ -58,4 +62,25 @@ where
             host: target.host.clone(),
             source,
         })
+}
+
+/// Dial, logging in lazily: a login redirect (or a refused login token) makes the
+/// authenticator produce a token, once per cause, and the dial is tried again. With
+/// a service token or `--token` there is no authenticator, so no login ever happens.
+pub async fn connect(target: &Target) -> Result<dial::Connected, ConnError> {
+    let Some(auth) = &target.auth else {
+        return Ok(dial::dial(target, None).await?);
+    };
+    let mut token = auth.current();
+    // At most one login and one refresh of a token the edge refused.
+    for _ in 0..2 {
+        match dial::dial(target, token.as_ref()).await {
+            Ok(conn) => return Ok(conn),
+            Err(DialError::LoginRequired { .. } | DialError::TokenRefused { .. }) => {
+                token = Some(auth.token(token.as_ref()).await?.token);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(dial::dial(target, token.as_ref()).await?)
 }

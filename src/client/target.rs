@@ -25,7 +25,7 @@ pub enum Credentials {
 }
 
 /// Everything needed to open one tunnel stream, validated once at start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// App hostname: sent as `Host` and TLS SNI.
     pub host: String,
@@ -47,6 +47,8 @@ pub struct Target {
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
     /// HTTP proxy to tunnel through (from the environment; never with `--connect-to`).
     pub proxy: Option<super::proxy::Proxy>,
+    /// Lazy login for this app, when no service token or `--token` was given.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// A malformed `--hostname`, `--destination`, `--connect-to` or `-H`.
@@ -68,6 +70,19 @@ pub enum TargetError {
     /// `-H` could not be understood.
     #[error("invalid --header {0:?}: expected 'Name: value'")]
     Header(String),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url())
+            .field("connect_to", &self.connect_to)
+            .field("destination", &self.destination)
+            .field("credentials", &self.credentials)
+            .field("proxy", &self.proxy)
+            .field("login", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Target {
@@ -120,6 +135,7 @@ impl Target {
             credentials: Credentials::None,
             tls_config: None,
             proxy: None,
+            auth: None,
         })
     }
 

@@ -1,0 +1,431 @@
+//! The login flow for one app, single-flight: however many connections (or
+//! processes, through the lock file) need a token at once, one of them runs the
+//! flow and the others wait for its result. The order is DESIGN.md's: app
+//! discovery, then the cached app token, then the org-token exchange, then the
+//! browser login with the encrypted hand-off.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::discovery::{self, AppInfo};
+use super::store::{Cached, LoginLock, Store};
+use super::transfer::KeyPair;
+use super::{AuthError, browser, exchange};
+use crate::protocol;
+use crate::secret::Secret;
+
+/// Cloudflare's hand-off service, used when neither `--transfer-url` nor the app's
+/// metadata names one.
+pub const CLOUDFLARE_TRANSFER: &str = "https://login.cloudflareaccess.org";
+/// Most hand-off polls (DESIGN.md: at most 10 of up to 60 s).
+pub const MAX_POLLS: usize = 10;
+/// Limit for one hand-off poll.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Limit for every other request of the flow.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Everything the flow needs to know, fixed at start.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The app's host (no port).
+    pub host: String,
+    /// `host[:port]` as used in URLs.
+    pub host_header: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The token cache directory.
+    pub token_dir: PathBuf,
+    /// `--transfer-url`, overriding the metadata's and Cloudflare's.
+    pub transfer_url: Option<String>,
+    /// `--connect-to` (`host:port`): every request of the flow goes there, keeping
+    /// Host and SNI.
+    pub connect_to: Option<String>,
+    /// TLS configuration for every HTTPS request (roots + `--ca-file`).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Whether a browser login may be started (false for `tunnel token`).
+    pub interactive: bool,
+}
+
+impl AuthConfig {
+    /// `scheme://host[:port]/`.
+    pub fn app_url(&self) -> String {
+        format!("{}://{}/", self.scheme, self.host_header)
+    }
+}
+
+/// How a token was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// From memory or the cache directory.
+    Cache,
+    /// Exchanged for the org token, without a browser.
+    Exchange,
+    /// A browser login.
+    Browser,
+}
+
+/// A token for the app, with what the caller may want to report.
+#[derive(Debug, Clone)]
+pub struct Obtained {
+    /// The app token.
+    pub token: Secret,
+    /// The file it is cached in.
+    pub path: PathBuf,
+    /// The app as discovered.
+    pub info: AppInfo,
+    /// How it was obtained.
+    pub source: Source,
+}
+
+#[derive(Default)]
+struct State {
+    info: Option<AppInfo>,
+    http: Option<reqwest::Client>,
+    current: Option<Obtained>,
+}
+
+/// Gets and refreshes tokens for one app. Cheap to share (`Arc`).
+pub struct Authenticator {
+    cfg: AuthConfig,
+    store: Store,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Authenticator {
+    /// Open the token cache; nothing touches the network yet.
+    pub fn new(cfg: AuthConfig) -> Result<Authenticator, AuthError> {
+        let store = Store::open(&cfg.token_dir)?;
+        Ok(Authenticator {
+            cfg,
+            store,
+            state: tokio::sync::Mutex::new(State::default()),
+        })
+    }
+
+    /// The token cache.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The token in memory, if one was obtained and no refresh is running.
+    pub fn current(&self) -> Option<Secret> {
+        let state = self.state.try_lock().ok()?;
+        state
+            .current
+            .as_ref()
+            .filter(|o| fresh(&o.token))
+            .map(|o| o.token.clone())
+    }
+
+    /// A valid token: from memory, the cache, the org-token exchange or (when
+    /// interactive) a browser login. `stale` is a token the edge just refused: it is
+    /// deleted, unless another caller already replaced it.
+    pub async fn token(&self, stale: Option<&Secret>) -> Result<Obtained, AuthError> {
+        let mut state = self.state.lock().await;
+        if let Some(cur) = &state.current
+            && stale != Some(&cur.token)
+            && fresh(&cur.token)
+        {
+            return Ok(cur.clone());
+        }
+        let obtained = self.obtain(&mut state, stale).await?;
+        state.current = Some(obtained.clone());
+        Ok(obtained)
+    }
+
+    /// Only what is cached (after discovery): never exchanges, never logs in.
+    pub async fn cached(&self) -> Result<Option<Cached>, AuthError> {
+        let mut state = self.state.lock().await;
+        let (info, _) = self.discover(&mut state).await?;
+        Ok(self
+            .store
+            .read(&self.app_path(&info), Some(&info.meta.aud))?)
+    }
+
+    /// Delete this app's cached tokens; returns the files removed.
+    pub async fn logout(&self) -> Result<Vec<PathBuf>, AuthError> {
+        let mut state = self.state.lock().await;
+        let (info, _) = self.discover(&mut state).await?;
+        let path = self.app_path(&info);
+        state.current = None;
+        let existed = path.exists();
+        self.store.remove(&path)?;
+        Ok(if existed { vec![path] } else { vec![] })
+    }
+
+    fn app_path(&self, info: &AppInfo) -> PathBuf {
+        self.store
+            .app_token_path(&info.meta.app_hostname, &info.meta.aud)
+    }
+
+    async fn discover(&self, state: &mut State) -> Result<(AppInfo, reqwest::Client), AuthError> {
+        if let (Some(info), Some(http)) = (&state.info, &state.http) {
+            return Ok((info.clone(), http.clone()));
+        }
+        let first = self.client(&[self.cfg.host.as_str()], REQUEST_TIMEOUT)?;
+        let info =
+            discovery::discover(&first, &self.cfg.app_url(), &self.cfg.host, self.cfg.scheme)
+                .await?;
+        let auth_host = host_of(&info.meta.auth_domain);
+        let http = self.client(
+            &[self.cfg.host.as_str(), auth_host.as_str()],
+            REQUEST_TIMEOUT,
+        )?;
+        state.info = Some(info.clone());
+        state.http = Some(http.clone());
+        Ok((info, http))
+    }
+
+    async fn obtain(
+        &self,
+        state: &mut State,
+        stale: Option<&Secret>,
+    ) -> Result<Obtained, AuthError> {
+        let (info, http) = self.discover(state).await?;
+        let app_path = self.app_path(&info);
+        let aud = info.meta.aud.clone();
+        let done = |token: Secret, source| Obtained {
+            token,
+            path: app_path.clone(),
+            info: info.clone(),
+            source,
+        };
+        if let Some(stale) = stale {
+            let on_disk = self.store.read(&app_path, None)?;
+            if on_disk.as_ref().is_some_and(|c| &c.token == stale) {
+                info!(
+                    "the edge refused the cached token for {}; removing it",
+                    self.cfg.host
+                );
+                self.store.remove(&app_path)?;
+            }
+        }
+        if let Some(c) = self.store.read(&app_path, Some(&aud))?
+            && stale != Some(&c.token)
+        {
+            return Ok(done(c.token, Source::Cache));
+        }
+        let org_path = self.store.org_token_path(&info.meta.auth_domain);
+        if let Some(org) = self.store.read(&org_path, None)? {
+            match exchange::exchange(&http, &self.cfg.app_url(), org.token.expose()).await? {
+                Some(token) => {
+                    self.store.write(&app_path, &token)?;
+                    info!("exchanged the org token for a new {} token", self.cfg.host);
+                    return Ok(done(Secret::new(token), Source::Exchange));
+                }
+                None => {
+                    info!("the org token was refused; a browser login is needed");
+                    self.store.remove(&org_path)?;
+                }
+            }
+        }
+        if !self.cfg.interactive {
+            return Err(AuthError::LoginNeeded {
+                app: self.cfg.app_url(),
+            });
+        }
+        let mut shown_other = false;
+        loop {
+            if let Some(lock) = self.store.try_lock(&app_path)? {
+                let handoff = self.browser_login(&info, &lock).await?;
+                self.store.write(&org_path, &handoff.org_token)?;
+                self.store.write(&app_path, &handoff.app_token)?;
+                drop(lock);
+                return Ok(done(
+                    Secret::new(handoff.app_token.clone()),
+                    Source::Browser,
+                ));
+            }
+            // Another process is logging in: wait for its token (or for it to give up).
+            if !shown_other {
+                shown_other = true;
+                let url = self.store.login_url(&app_path).unwrap_or_default();
+                eprintln!(
+                    "Another tunnel process is logging in to {}; waiting for it. {url}",
+                    self.cfg.host
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(c) = self.store.read(&app_path, Some(&aud))? {
+                return Ok(done(c.token, Source::Cache));
+            }
+        }
+    }
+
+    async fn browser_login(
+        &self,
+        info: &AppInfo,
+        lock: &LoginLock,
+    ) -> Result<super::transfer::Handoff, AuthError> {
+        let keys = KeyPair::generate();
+        let id = keys.id();
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let app_url = self.cfg.app_url();
+        let redirect = format!("{app_url}?token={}&aud={}", enc(&id), enc(&info.meta.aud));
+        let url = format!(
+            "{}://{}{}?token={}&aud={}&redirect_url={}&send_org_token=true&edge_token_transfer=true",
+            self.cfg.scheme,
+            self.cfg.host_header,
+            protocol::CLI_PATH,
+            enc(&id),
+            enc(&info.meta.aud),
+            enc(&redirect)
+        );
+        lock.publish_url(&url);
+        eprintln!(
+            "Log in to {} in your browser:\n\n    {url}\n",
+            self.cfg.host
+        );
+        if !browser::open(&url) {
+            eprintln!(
+                "No browser could be opened here: open the URL above on any machine; waiting."
+            );
+        }
+        let base = self
+            .cfg
+            .transfer_url
+            .clone()
+            .or_else(|| info.meta.transfer_url.clone())
+            .unwrap_or_else(|| CLOUDFLARE_TRANSFER.to_string());
+        let poll_url = format!("{}/transfer/{id}", base.trim_end_matches('/'));
+        let poll_host = reqwest::Url::parse(&poll_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let http = self.client(
+            &[self.cfg.host.as_str(), poll_host.as_str()],
+            POLL_TIMEOUT + Duration::from_secs(5),
+        )?;
+        let waiting = Waiting::start(&self.cfg.host);
+        for _ in 0..MAX_POLLS {
+            let started = Instant::now();
+            let resp = match http.get(&poll_url).send().await {
+                Ok(r) => r,
+                Err(e) if e.is_timeout() => continue,
+                Err(e) => {
+                    return Err(AuthError::Network(format!(
+                        "waiting for the login hand-off at {poll_url}: {e}"
+                    )));
+                }
+            };
+            let status = resp.status().as_u16();
+            if status == 200 {
+                let key = resp
+                    .headers()
+                    .get("service-public-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        AuthError::LoginFailed("the hand-off has no service-public-key".into())
+                    })?;
+                let body = resp
+                    .text()
+                    .await
+                    .map_err(|e| AuthError::Network(format!("reading the hand-off: {e}")))?;
+                let handoff = keys
+                    .open(&body, &key)
+                    .map_err(|e| AuthError::LoginFailed(e.to_string()))?;
+                waiting.finish("logged in");
+                return Ok(handoff);
+            }
+            if status >= 500 {
+                return Err(AuthError::LoginFailed(format!(
+                    "the hand-off service answered HTTP {status}"
+                )));
+            }
+            // A service that does not long-poll: don't spin.
+            if started.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Err(AuthError::LoginFailed(
+            "no login arrived in time; run the command again".into(),
+        ))
+    }
+
+    /// An HTTP client for the flow: no redirects followed, our TLS roots, and with
+    /// `--connect-to` every name in `hosts` resolving to that address.
+    fn client(&self, hosts: &[&str], timeout: Duration) -> Result<reqwest::Client, AuthError> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls((*self.cfg.tls).clone())
+            .user_agent(protocol::USER_AGENT)
+            .connect_timeout(REQUEST_TIMEOUT)
+            .timeout(timeout);
+        if let Some(to) = &self.cfg.connect_to {
+            let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(to.as_str())
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| AuthError::Network(format!("cannot resolve --connect-to {to}")))?;
+            for h in hosts.iter().filter(|h| !h.is_empty()) {
+                b = b.resolve(h, addr);
+            }
+        }
+        b.build()
+            .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {e}")))
+    }
+}
+
+fn fresh(token: &Secret) -> bool {
+    super::jwt::claims(token.expose()).is_ok_and(|c| c.exp > super::jwt::now_secs() + 5)
+}
+
+/// `auth.example.com:8443` -> `auth.example.com`.
+fn host_of(domain: &str) -> String {
+    match domain.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => domain.to_string(),
+    }
+}
+
+/// A spinner with elapsed time on a terminal; plain lines otherwise.
+struct Waiting {
+    bar: Option<indicatif::ProgressBar>,
+    host: String,
+    started: Instant,
+}
+
+impl Waiting {
+    fn start(host: &str) -> Waiting {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner} waiting for the login to {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar.set_message(host.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if bar.is_none() {
+            eprintln!("waiting for the login to {host}...");
+        }
+        Waiting {
+            bar,
+            host: host.to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(&self, what: &str) {
+        let secs = self.started.elapsed().as_secs();
+        match &self.bar {
+            Some(bar) => bar.finish_with_message(format!("{}: {what}", self.host)),
+            None => eprintln!("{}: {what} after {secs} s", self.host),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.as_ref().filter(|b| !b.is_finished()) {
+            bar.abandon();
+        }
+    }
+}

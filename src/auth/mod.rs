@@ -1,0 +1,64 @@
+//! Authentication, lazy and single-flight: [`login`] runs the flow (discovery,
+//! cached token, org-token exchange, browser login with the encrypted hand-off) for
+//! one app; [`store`] is the token cache; [`discovery`], [`exchange`],
+//! [`transfer`] and [`browser`] are its steps; [`jwt`] reads claims on the client;
+//! [`metadata`] holds the discovery claims both sides share.
+
+pub mod browser;
+pub mod discovery;
+pub mod exchange;
+pub mod jwt;
+pub mod login;
+pub mod metadata;
+pub mod store;
+pub mod transfer;
+
+pub use login::{AuthConfig, Authenticator, Obtained, Source};
+
+use crate::exit;
+
+/// Why no token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No valid token and a login is not allowed here (`tunnel token`).
+    #[error("no valid token for {app}; run `tunnel login {app}`")]
+    LoginNeeded {
+        /// The app URL.
+        app: String,
+    },
+    /// The login did not complete (timeout, tampered hand-off, service error).
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// App discovery failed or returned something we must not trust.
+    #[error("app discovery failed: {0}")]
+    Discovery(String),
+    /// The edge, auth domain or hand-off service could not be reached.
+    #[error("{0}")]
+    Network(String),
+    /// The token cache could not be used.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+impl AuthError {
+    /// The process exit code for this error (see [`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AuthError::LoginNeeded { .. } => exit::LOGIN_NEEDED,
+            AuthError::LoginFailed(_) | AuthError::Discovery(_) => exit::AUTH_REFUSED,
+            AuthError::Network(_) => exit::NETWORK,
+            AuthError::Store(_) => exit::LOCAL,
+        }
+    }
+
+    /// A short stable code for `--json` errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::LoginNeeded { .. } => "login_needed",
+            AuthError::LoginFailed(_) => "login_failed",
+            AuthError::Discovery(_) => "discovery_failed",
+            AuthError::Network(_) => "network",
+            AuthError::Store(_) => "local_io",
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The token commands: `login`, `token`, `logout` and `curl`. Each prints one JSON
+//! object with `--json` (the token and what it says, or `{"error": ...}`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Error;
+use crate::auth::store::Store;
+use crate::auth::{AuthConfig, AuthError, Authenticator, jwt};
+use crate::cli::{AuthArgs, CurlArgs, LoginArgs, LogoutArgs, TokenArgs};
+use crate::client::Target;
+
+/// Build the login flow for the app at `url` from the shared flags.
+pub fn authenticator(
+    url: &str,
+    args: &AuthArgs,
+    interactive: bool,
+) -> Result<Authenticator, Error> {
+    let target = Target::parse(url)?;
+    let connect_to = match &args.connect_to {
+        Some(c) => Some(crate::client::target::parse_host_port("--connect-to", c)?),
+        None => None,
+    };
+    auth_for(
+        &target,
+        args.token_dir.as_deref(),
+        args.transfer_url.clone(),
+        connect_to,
+        args.ca_file.as_deref(),
+        interactive,
+    )
+}
+
+/// The login flow for `target`, used by these commands and by `tcp`/`ssh`.
+pub fn auth_for(
+    target: &Target,
+    token_dir: Option<&Path>,
+    transfer_url: Option<String>,
+    connect_to: Option<String>,
+    ca_file: Option<&Path>,
+    interactive: bool,
+) -> Result<Authenticator, Error> {
+    let tls = match &target.tls_config {
+        Some(c) => c.clone(),
+        None => crate::tls::client_config(ca_file)?,
+    };
+    let cfg = AuthConfig {
+        host: target.host.clone(),
+        host_header: target.host_header(),
+        scheme: if target.tls { "https" } else { "http" },
+        token_dir: token_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(Store::default_dir),
+        transfer_url,
+        connect_to,
+        tls,
+        interactive,
+    };
+    Authenticator::new(cfg).map_err(Error::Auth)
+}
+
+/// What `--json` prints for a token.
+fn token_json(app: &str, token: &str, path: &Path, aud: &str) -> serde_json::Value {
+    let claims = jwt::claims(token).ok();
+    json!({
+        "token": token,
+        "app": app,
+        "aud": aud,
+        "email": claims.as_ref().and_then(|c| c.email.clone()),
+        "expiry": claims.as_ref().map(|c| jwt::rfc3339(c.exp)),
+        "token_file": path.display().to_string(),
+    })
+}
+
+/// `tunnel login URL`.
+pub async fn login(args: LoginArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    let auth = authenticator(&args.url, &args.auth, true)?;
+    let obtained = tokio::select! {
+        r = auth.token(None) => r.map_err(Error::Auth)?,
+        _ = shutdown.cancelled() => return Err(Error::Interrupted),
+    };
+    let token = obtained.token.expose();
+    if args.auth.json {
+        println!(
+            "{}",
+            token_json(&args.url, token, &obtained.path, &obtained.info.meta.aud)
+        );
+    } else if args.print {
+        println!("{token}");
+    } else if !args.quiet {
+        let who = jwt::claims(token)
+            .ok()
+            .and_then(|c| c.email)
+            .unwrap_or_default();
+        eprintln!(
+            "logged in to {} {who}; token cached in {}",
+            args.url,
+            obtained.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `tunnel token --app URL`: the cached token only.
+pub async fn token(args: TokenArgs) -> Result<(), Error> {
+    let auth = authenticator(&args.app, &args.auth, false)?;
+    match auth.cached().await.map_err(Error::Auth)? {
+        Some(c) => {
+            let aud = c.claims.aud_string();
+            if args.auth.json {
+                println!("{}", token_json(&args.app, c.token.expose(), &c.path, &aud));
+            } else {
+                println!("{}", c.token.expose());
+            }
+            Ok(())
+        }
+        None => Err(Error::Auth(AuthError::LoginNeeded { app: args.app })),
+    }
+}
+
+/// `tunnel logout URL` or `tunnel logout --all`.
+pub async fn logout(args: LogoutArgs) -> Result<(), Error> {
+    let removed: Vec<PathBuf> = match &args.url {
+        Some(url) if !args.all => authenticator(url, &args.auth, false)?
+            .logout()
+            .await
+            .map_err(Error::Auth)?,
+        _ => {
+            let dir = args
+                .auth
+                .token_dir
+                .clone()
+                .unwrap_or_else(Store::default_dir);
+            if !dir.exists() {
+                Vec::new()
+            } else {
+                let store = Store::open(&dir).map_err(|e| Error::Auth(e.into()))?;
+                let files = store.all_token_files().map_err(|e| Error::Auth(e.into()))?;
+                for f in &files {
+                    store.remove(f).map_err(|e| Error::Auth(e.into()))?;
+                }
+                files
+            }
+        }
+    };
+    if args.auth.json {
+        let files: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        println!("{}", json!({ "app": args.url, "removed": files }));
+    } else {
+        eprintln!("removed {} cached token(s)", removed.len());
+    }
+    Ok(())
+}
+
+/// `tunnel curl URL [curl args...]`: the token goes in a 0600 header file (`-H
+/// @file`), never on curl's command line; curl's exit code is passed through.
+pub async fn curl(args: CurlArgs, shutdown: CancellationToken) -> Result<u8, Error> {
+    let auth = Arc::new(authenticator(&args.url, &args.auth, true)?);
+    let obtained = tokio::select! {
+        r = auth.token(None) => r.map_err(Error::Auth)?,
+        _ = shutdown.cancelled() => return Err(Error::Interrupted),
+    };
+    let mut header = tempfile::Builder::new()
+        .prefix("tunnel-curl-")
+        .tempfile()
+        .map_err(|e| Error::Io(format!("cannot create a header file: {e}")))?;
+    use std::io::Write;
+    writeln!(
+        header,
+        "{}: {}",
+        crate::protocol::ACCESS_TOKEN,
+        obtained.token.expose()
+    )
+    .map_err(|e| Error::Io(format!("cannot write the header file: {e}")))?;
+    let status = tokio::process::Command::new("curl")
+        .arg("-H")
+        .arg(format!("@{}", header.path().display()))
+        .args(&args.curl_args)
+        .arg(&args.url)
+        .status()
+        .await
+        .map_err(|e| Error::Io(format!("cannot run curl: {e}; install curl")))?;
+    Ok(status
+        .code()
+        .map_or(crate::exit::INTERNAL, |c| c.clamp(0, 255) as u8))
+}
+
+/// Print an error as `{"error": {"code", "message"}}` on stdout.
+pub fn print_json_error(e: &Error) {
+    let code = match e {
+        Error::Auth(a) => a.code(),
+        Error::Usage(_) | Error::Target(_) => "usage",
+        Error::Interrupted => "cancelled",
+        _ => "local_io",
+    };
+    println!(
+        "{}",
+        json!({ "error": { "code": code, "message": e.to_string() } })
+    );
+}
