@@ -105,19 +105,6 @@ fn service_token_from_env_vars_works_and_is_never_logged() {
 }
 
 #[test]
-fn no_credentials_means_login_needed() {
-    let origin = EchoOrigin::start();
-    let edge = Edge::start(&app("db.test", origin.addr));
-    ssh(
-        &edge.connect_to(),
-        "http://db.test",
-        &[],
-        4,
-        "needs a login",
-    );
-}
-
-#[test]
 fn expired_token_is_refused() {
     let origin = EchoOrigin::start();
     let edge = Edge::start(&app("db.test", origin.addr));
