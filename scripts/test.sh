@@ -8,7 +8,7 @@
 #
 # The tests drive real programs: OpenSSH (sshd, ssh, scp, ssh-keygen), PostgreSQL
 # (initdb, pg_ctl, postgres, psql, pgbench; run as the `postgres` user via runuser
-# when we are root) and `kill` (procps). On Debian/Ubuntu they are installed with
+# when we are root), `kill` (procps), Chromium with chromedriver, curl and python3. On Debian/Ubuntu they are installed with
 # apt-get; `apt-get update` runs at most once, and only when something is missing.
 set -euo pipefail
 
@@ -45,6 +45,12 @@ pg_complete() {
 pg_complete || missing+=(postgresql)
 have kill || missing+=(procps)
 have runuser || missing+=(util-linux)
+# The real-browser login test drives Debian's Chromium through chromedriver (W3C
+# WebDriver) from tests/fixtures/chromium_hook.py; curl is what `tunnel curl` runs.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+have curl || missing+=(curl)
+have python3 || missing+=(python3)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! have apt-get; then

@@ -228,6 +228,21 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
             println!("{}", edge.mint(&m.app, &m.email, ttl)?);
             Ok(())
         }
+        Some(EdgeTool::HashPassword) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::Io(format!("cannot read the password from stdin: {e}")))?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(Error::Usage(
+                    "hash-password reads the password from stdin: got an empty line".into(),
+                ));
+            }
+            let hash = crate::edge::login::hash_password(password).map_err(Error::Io)?;
+            println!("{hash}");
+            Ok(())
+        }
         Some(EdgeTool::CheckConfig(c)) => {
             let config = Config::load(&c.config).map_err(EdgeError::from)?;
             println!("{}: ok ({} apps)", c.config.display(), config.apps.len());

@@ -63,7 +63,7 @@ pub const EDGE_MAX_MESSAGE: usize = 1 << 20;
 /// tungstenite's read buffer per connection, allocated up front and held while
 /// idle. 8 KiB measured as fast as 64 KiB for bulk transfer on loopback (a larger
 /// frame grows the buffer as needed) and cut idle memory from 80 to 20 KiB per
-/// connection (`/tmp`-free reproduction: the e2e bench's idle figure).
+/// connection (1,000 idle connections, release build).
 pub const WS_READ_BUFFER: usize = 8 * 1024;
 
 /// The WebSocket configuration both sides use: frames go out as soon as they are

@@ -246,6 +246,9 @@ pub enum EdgeTool {
     MintToken(MintArgs),
     /// Check a config file and exit 0 when it is valid.
     CheckConfig(CheckArgs),
+    /// Read a password from stdin (first line) and print its argon2id hash for
+    /// `[[users]] password_hash`.
+    HashPassword,
 }
 
 /// Flags of `edge mint-token`.

@@ -17,6 +17,7 @@
 //! - [`commands`]: `login`, `token`, `logout` and `curl`.
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
 //! - [`exit`]: the documented process exit codes.
+//! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod demo;
 pub mod edge;
 pub mod exit;
+pub mod fuzzing;
 pub mod protocol;
 pub mod secret;
 pub mod serve;

@@ -4,8 +4,11 @@
 mod support;
 
 mod bad_input;
+mod browser_login;
 mod commands;
 mod data_path;
+mod fuzz_seeds;
 mod handshake;
+mod login;
 mod postgres;
 mod ssh;

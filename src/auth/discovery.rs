@@ -49,13 +49,12 @@ struct Jwk {
     e: String,
 }
 
-/// Discover the app at `app_url` (`scheme://host[:port]/`), whose host is `host`.
-pub async fn discover(
+/// Step one: `HEAD` the app for its metadata JWT; returns the JWT and its claims,
+/// not yet verified (the auth domain named inside tells where the keys are).
+pub async fn fetch(
     http: &reqwest::Client,
     app_url: &str,
-    host: &str,
-    scheme: &'static str,
-) -> Result<AppInfo, AuthError> {
+) -> Result<(String, AppMetadata), AuthError> {
     let net = |e: reqwest::Error| AuthError::Network(format!("app discovery at {app_url}: {e}"));
     let resp = http
         .head(app_url)
@@ -76,7 +75,19 @@ pub async fn discover(
         })?
         .to_string();
     let unverified = unverified_metadata(&jwt)?;
-    let certs_url = AppInfo::certs_url(scheme, &unverified.auth_domain);
+    Ok((jwt, unverified))
+}
+
+/// Step two: verify the metadata JWT with the auth domain's JWKS and check its
+/// claims for `host`.
+pub async fn verify_with_jwks(
+    http: &reqwest::Client,
+    jwt: &str,
+    auth_domain: &str,
+    host: &str,
+    scheme: &'static str,
+) -> Result<AppInfo, AuthError> {
+    let certs_url = AppInfo::certs_url(scheme, auth_domain);
     let body = http
         .get(&certs_url)
         .send()
@@ -89,8 +100,13 @@ pub async fn discover(
         .map_err(|e| AuthError::Network(format!("fetching {certs_url}: {e}")))?;
     let jwks: Jwks = serde_json::from_slice(&body)
         .map_err(|e| AuthError::Discovery(format!("{certs_url} is not a JWKS: {e}")))?;
-    let meta = verify(&jwt, &jwks.keys)?;
+    let meta = verify(jwt, &jwks.keys)?;
     check(&meta, host, crate::edge::issuer::now_secs())?;
+    if meta.auth_domain != auth_domain {
+        return Err(AuthError::Discovery(
+            "app metadata changed during discovery".into(),
+        ));
+    }
     Ok(AppInfo { meta, scheme })
 }
 

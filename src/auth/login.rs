@@ -168,14 +168,20 @@ impl Authenticator {
             return Ok((info.clone(), http.clone()));
         }
         let first = self.client(&[self.cfg.host.as_str()], REQUEST_TIMEOUT)?;
-        let info =
-            discovery::discover(&first, &self.cfg.app_url(), &self.cfg.host, self.cfg.scheme)
-                .await?;
-        let auth_host = host_of(&info.meta.auth_domain);
+        let (jwt, unverified) = discovery::fetch(&first, &self.cfg.app_url()).await?;
+        let auth_host = host_of(&unverified.auth_domain);
         let http = self.client(
             &[self.cfg.host.as_str(), auth_host.as_str()],
             REQUEST_TIMEOUT,
         )?;
+        let info = discovery::verify_with_jwks(
+            &http,
+            &jwt,
+            &unverified.auth_domain,
+            &self.cfg.host,
+            self.cfg.scheme,
+        )
+        .await?;
         state.info = Some(info.clone());
         state.http = Some(http.clone());
         Ok((info, http))

@@ -37,6 +37,7 @@ struct RawConfig {
     service_tokens: Vec<RawServiceToken>,
     #[serde(default)]
     users: Vec<RawUser>,
+    transfer_url: Option<String>,
 }
 
 fn default_signing_key() -> PathBuf {
@@ -88,6 +89,9 @@ pub struct Config {
     pub service_tokens: Vec<ServiceToken>,
     /// Local login identities.
     pub users: Vec<User>,
+    /// Base URL of the login hand-off service announced in app metadata
+    /// (default: `<scheme>://<auth_domain>`, served by this edge).
+    pub transfer_url: Option<String>,
 }
 
 /// Where an app's streams go.
@@ -317,6 +321,17 @@ impl Config {
             apps,
             service_tokens,
             users,
+            transfer_url: match raw.transfer_url {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    Some(u.trim_end_matches('/').to_string())
+                }
+                Some(u) => {
+                    return Err(format!(
+                        "transfer_url = {u:?} must start with http:// or https://"
+                    ));
+                }
+                None => None,
+            },
         })
     }
 }

@@ -49,7 +49,17 @@ pub enum VerifyError {
     /// Issued by another authority.
     #[error("token issued by another authority")]
     Issuer,
+    /// A token of another kind (an org token or login code used as an app token).
+    #[error("token of the wrong kind")]
+    Kind,
 }
+
+/// `type` of app tokens.
+pub const KIND_APP: &str = "app";
+/// `type` of org tokens.
+pub const KIND_ORG: &str = "org";
+/// `type` of the short-lived codes of the org-token exchange.
+pub const KIND_CODE: &str = "code";
 
 /// An audience claim: a string or an array of strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +209,32 @@ impl Issuer {
 
     /// Mint an app token for `aud` naming `email`, valid for `ttl`.
     pub fn mint(&self, aud: &str, email: &str, ttl: Duration) -> String {
+        self.mint_kind(aud, email, ttl, KIND_APP)
+    }
+
+    /// Verify an app token: RS256 only, our key, our issuer, `type` "app", `aud`
+    /// contains `aud`, not expired. Fails closed on anything else.
+    pub fn verify(&self, token: &str, aud: &str) -> Result<Claims, VerifyError> {
+        self.verify_kind(token, aud, KIND_APP)
+    }
+
+    /// Verify an org token (issued at browser login for the whole auth domain).
+    pub fn verify_org(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.verify_kind(token, &self.org_aud(), KIND_ORG)
+    }
+
+    /// The audience of our org tokens.
+    pub fn org_aud(&self) -> String {
+        super::config::derive_aud(&format!("org:{}", self.iss))
+    }
+
+    /// Mint an org token naming `email`, valid for `ttl`.
+    pub fn mint_org(&self, email: &str, ttl: Duration) -> String {
+        self.mint_kind(&self.org_aud(), email, ttl, KIND_ORG)
+    }
+
+    /// Mint a token of `kind` (`app`, `org`, `code`) for `aud` naming `email`.
+    pub fn mint_kind(&self, aud: &str, email: &str, ttl: Duration, kind: &str) -> String {
         let now = now_secs();
         self.sign(&Claims {
             aud: Audience::Many(vec![aud.to_string()]),
@@ -209,13 +245,12 @@ impl Issuer {
             iat: now,
             nbf: now,
             exp: now + ttl.as_secs(),
-            kind: "app".into(),
+            kind: kind.into(),
         })
     }
 
-    /// Verify a token: RS256 only, our key, our issuer, `aud` contains `aud`, not
-    /// expired. Fails closed on anything else.
-    pub fn verify(&self, token: &str, aud: &str) -> Result<Claims, VerifyError> {
+    /// Verify a token of `kind` for `aud` (see [`Issuer::verify`]).
+    pub fn verify_kind(&self, token: &str, aud: &str, kind: &str) -> Result<Claims, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         if header.alg != Algorithm::RS256 || header.kid.as_deref().is_some_and(|k| k != self.kid) {
             return Err(VerifyError::Malformed);
@@ -227,7 +262,7 @@ impl Issuer {
         v.set_issuer(&[&self.iss]);
         v.set_required_spec_claims(&["exp", "aud", "iss"]);
         use jsonwebtoken::errors::ErrorKind as K;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 K::InvalidSignature => VerifyError::Signature,
@@ -236,7 +271,11 @@ impl Issuer {
                 K::InvalidAudience => VerifyError::Audience,
                 K::InvalidIssuer => VerifyError::Issuer,
                 _ => VerifyError::Malformed,
-            })
+            })?;
+        if claims.kind != kind {
+            return Err(VerifyError::Kind);
+        }
+        Ok(claims)
     }
 }
 
@@ -320,6 +359,18 @@ mod tests {
             a.verify(&parts.join("."), "aud1"),
             Err(VerifyError::Signature)
         );
+
+        // Other kinds are never app tokens, even with the right aud.
+        let code = a.mint_kind(
+            "aud1",
+            "alice@example.test",
+            Duration::from_secs(60),
+            KIND_CODE,
+        );
+        assert_eq!(a.verify(&code, "aud1"), Err(VerifyError::Kind));
+        let org = a.mint_org("alice@example.test", Duration::from_secs(60));
+        assert!(a.verify_org(&org).is_ok());
+        assert_eq!(a.verify_org(&token), Err(VerifyError::Audience));
     }
 
     #[test]

@@ -3,12 +3,17 @@
 //! publishes its JWKS, and bridges WebSocket streams to TCP origins.
 //!
 //! [`config`] parses `edge.toml`, [`issuer`] holds the signing key, [`policy`]
-//! decides, [`server`] speaks HTTP. [`Edge::load`] prepares everything that can fail
+//! decides, [`server`] speaks HTTP; [`login`] is the CLI login page, [`handoff`]
+//! holds sealed logins for pickup, [`exchange`] serves discovery metadata and the
+//! org-token exchange. [`Edge::load`] prepares everything that can fail
 //! before anything is bound; [`serve`] takes an already-bound listener (tests bind
 //! port 0 and read back the address).
 
 pub mod config;
+pub mod exchange;
+pub mod handoff;
 pub mod issuer;
+pub mod login;
 pub mod policy;
 pub mod server;
 
@@ -59,6 +64,8 @@ pub struct Edge {
     pub issuer: Issuer,
     /// TLS acceptor when serving `wss://`.
     pub tls: Option<TlsAcceptor>,
+    /// Sealed login hand-offs waiting for pickup.
+    pub handoffs: handoff::Handoffs,
 }
 
 impl Edge {
@@ -73,6 +80,7 @@ impl Edge {
             config,
             issuer,
             tls,
+            handoffs: handoff::Handoffs::default(),
         })
     }
 

@@ -102,6 +102,27 @@ async fn route(
             .body(Body::from(edge.issuer.jwks().to_string()))
             .expect("valid response");
     }
+    if let Some(id) = path.strip_prefix("/transfer/") {
+        let id = id.to_string();
+        return match edge.handoffs.take(&id, super::handoff::POLL_WAIT).await {
+            super::handoff::Poll::Ready(sealed) => Response::builder()
+                .header("service-public-key", sealed.service_public_key)
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(Body::from(sealed.body))
+                .unwrap_or_default(),
+            super::handoff::Poll::Pending => refusal(StatusCode::NOT_FOUND, "pending", &ray),
+            super::handoff::Poll::Gone => {
+                refusal(StatusCode::GONE, "already picked up or expired", &ray)
+            }
+        };
+    }
+    if path == protocol::CLI_PATH {
+        return super::login::cli_page(edge, req).await;
+    }
+    if path.starts_with(protocol::LOGIN_PATH) {
+        let query = req.uri().query().unwrap_or("").to_string();
+        return super::exchange::login(edge, path, &query, req.headers());
+    }
     let Some(host) = policy::request_host(req.headers()) else {
         return refusal(
             StatusCode::BAD_REQUEST,
@@ -117,12 +138,30 @@ async fn route(
             &ray,
         );
     };
+    if req
+        .headers()
+        .get(protocol::METADATA_REQUEST)
+        .is_some_and(|v| v == "true")
+    {
+        return super::exchange::metadata(edge, app, &host);
+    }
+    if path == protocol::AUTHORIZED_PATH {
+        let query = req.uri().query().unwrap_or("").to_string();
+        return super::exchange::authorized(edge, app, &query);
+    }
     let decision = policy::authorize(&edge.config, &edge.issuer, app, req.headers());
     let identity = match decision {
         Decision::Allow(identity) => identity,
         Decision::Login(reason) => {
             info!(%peer, %host, ray, "login required: {reason}");
-            return login_redirect(edge, &host, &app.aud, &reason, &ray);
+            let mut r = login_redirect(edge, &host, &app.aud, &reason, &ray);
+            if websocket_accept(req.headers()).is_none() {
+                // A browser-style request starts the org-token exchange.
+                if let Ok(v) = HeaderValue::from_str(&super::exchange::app_session_cookie(edge)) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+            }
+            return r;
         }
         Decision::Forbidden(reason) => {
             info!(%peer, %host, ray, "forbidden: {reason}");

@@ -1,0 +1,309 @@
+//! The CLI login page, `/cdn-cgi/access/cli?token=<id>&aud=<aud>&...`: a plain HTML
+//! form (no JavaScript), CSRF-safe by a double-submit cookie (`SameSite=Strict`),
+//! every echoed value escaped. A good password for a user the app allows seals
+//! `{"app_token","org_token"}` for the client's key and holds it for pickup.
+
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use subtle::ConstantTimeEq;
+
+use super::Edge;
+use super::config::User;
+use crate::auth::transfer::{self, Handoff};
+
+/// Largest login form accepted.
+pub const MAX_FORM: usize = 16 * 1024;
+/// Lifetime of org tokens issued at login.
+pub const ORG_SESSION: Duration = Duration::from_secs(24 * 3600);
+/// Name of the CSRF cookie.
+pub const CSRF_COOKIE: &str = "tunnel_csrf";
+
+type Body = Full<Bytes>;
+
+/// Hash a password for `[[users]] password_hash` (argon2id, PHC string).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use rsa::rand_core::RngCore;
+    let mut salt = [0u8; 16];
+    rsa::rand_core::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// The user with this email and password. Unknown users cost the same time as
+/// known ones (a dummy hash is checked), so timing does not reveal who exists.
+pub fn check_password<'a>(users: &'a [User], email: &str, password: &str) -> Option<&'a User> {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let email = email.trim().to_ascii_lowercase();
+    let user = users.iter().find(|u| u.email == email);
+    let hash = match user {
+        Some(u) => u.password_hash.expose().to_string(),
+        None => DUMMY
+            .get_or_init(|| hash_password("dummy password").unwrap_or_default())
+            .clone(),
+    };
+    let ok = PasswordHash::new(&hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    });
+    user.filter(|_| ok)
+}
+
+/// Escape text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Serve `GET` (the form) or `POST` (the login) of the CLI login page.
+pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (id, aud) = (param("token"), param("aud"));
+    if transfer::decode_key(&id).is_err() || aud.is_empty() {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Bad login link",
+            "<p id=\"error\">This login link is incomplete. Run the tunnel command again.</p>",
+            None,
+        );
+    }
+    let Some(app) = edge.config.apps.iter().find(|a| a.aud == aud) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Unknown app",
+            "<p id=\"error\">No app matches this login link.</p>",
+            None,
+        );
+    };
+    let secure = edge.tls.is_some();
+    if req.method() != http::Method::POST {
+        return form(&query, &app.hostname, None, StatusCode::OK, secure);
+    }
+    if !same_origin(req.headers()) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "<p id=\"error\">Cross-site login refused.</p>",
+            None,
+        );
+    }
+    let cookie = super::policy::cookie(req.headers(), CSRF_COOKIE).map(str::to_string);
+    let body = match Limited::new(req.into_body(), MAX_FORM).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                "<p id=\"error\">Form too large.</p>",
+                None,
+            );
+        }
+    };
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let csrf_ok = cookie
+        .as_deref()
+        .is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(field("csrf").as_bytes())));
+    if !csrf_ok {
+        return form(
+            &query,
+            &app.hostname,
+            Some("Your session expired; please try again."),
+            StatusCode::FORBIDDEN,
+            secure,
+        );
+    }
+    let Some(user) = check_password(&edge.config.users, field("email"), field("password")) else {
+        tracing::info!(app = %app.hostname, "login refused: bad email or password");
+        return form(
+            &query,
+            &app.hostname,
+            Some("Wrong email or password."),
+            StatusCode::UNAUTHORIZED,
+            secure,
+        );
+    };
+    if !app.allow_emails.contains(&user.email) {
+        tracing::info!(app = %app.hostname, email = %user.email, "login refused by policy");
+        let msg = format!(
+            "<p id=\"error\">{} may not use {}.</p>",
+            escape(&user.email),
+            escape(&app.hostname)
+        );
+        return page(StatusCode::FORBIDDEN, "Not allowed", &msg, None);
+    }
+    let handoff = Handoff {
+        app_token: edge.issuer.mint(&app.aud, &user.email, app.session),
+        org_token: edge.issuer.mint_org(&user.email, ORG_SESSION),
+    };
+    let sealed = match transfer::seal(&handoff, &id) {
+        Ok(s) => s,
+        Err(e) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad login link",
+                &format!("<p id=\"error\">{}</p>", escape(&e.to_string())),
+                None,
+            );
+        }
+    };
+    if edge.handoffs.put(&id, sealed).is_err() {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "<p id=\"error\">Too many logins in progress; try again in a minute.</p>",
+            None,
+        );
+    }
+    tracing::info!(app = %app.hostname, email = %user.email, "login complete; hand-off ready");
+    let msg = format!(
+        "<p id=\"done\">Logged in to {} as {}. You can close this window and return to the terminal.</p>",
+        escape(&app.hostname),
+        escape(&user.email)
+    );
+    page(StatusCode::OK, "Logged in", &msg, None)
+}
+
+fn form(
+    query: &str,
+    app: &str,
+    error: Option<&str>,
+    status: StatusCode,
+    secure: bool,
+) -> Response<Body> {
+    let csrf = random_hex();
+    let error = error
+        .map(|e| format!("<p id=\"error\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<p>Log in to <b>{app}</b>.</p>{error}
+<form method="post" action="{action}">
+<input type="hidden" name="csrf" value="{csrf}">
+<p><label>Email <input id="email" name="email" type="email" autocomplete="username" required></label></p>
+<p><label>Password <input id="password" name="password" type="password" autocomplete="current-password" required></label></p>
+<p><button id="login" type="submit">Log in</button></p>
+</form>"#,
+        app = escape(app),
+        action = escape(&format!("{}?{query}", crate::protocol::CLI_PATH)),
+    );
+    let cookie = format!(
+        "{CSRF_COOKIE}={csrf}; Path={}; HttpOnly; SameSite=Strict{}",
+        crate::protocol::CLI_PATH,
+        if secure { "; Secure" } else { "" }
+    );
+    page(status, "Log in", &body, Some(cookie))
+}
+
+fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title></head><body>{body}</body></html>\n",
+        escape(title)
+    );
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-frame-options", "DENY")
+        .header(
+            "content-security-policy",
+            "default-src 'none'; form-action 'self'",
+        );
+    if let Some(c) = cookie {
+        b = b.header(header::SET_COOKIE, c);
+    }
+    b.body(Body::from(html)).unwrap_or_default()
+}
+
+/// 128 random bits as hex.
+pub fn random_hex() -> String {
+    use rsa::rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rsa::rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Whether a request's `Origin` (when the browser sent one) is this very host; a
+/// cross-site form post is refused even before the CSRF check.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest == host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("pw").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        let users = vec![User {
+            email: "a@b.test".into(),
+            password_hash: Secret::new(h),
+        }];
+        assert!(check_password(&users, "A@b.test", "pw").is_some());
+        assert!(check_password(&users, "a@b.test", "nope").is_none());
+        assert!(check_password(&users, "x@b.test", "pw").is_none());
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn origin_check() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "db.test".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "http://db.test".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "https://evil.test".parse().unwrap());
+        assert!(!same_origin(&h));
+    }
+}
