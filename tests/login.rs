@@ -561,3 +561,35 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
     );
     assert_exit(&out, 0);
 }
+
+#[test]
+fn token_expiring_mid_run_is_refreshed_without_a_browser_or_disturbing_live_streams() {
+    let w = World::start("2s");
+    let (_tcp, local) = w.tcp("http://db.test", &[]);
+    // A live connection, opened with the first token.
+    let mut live = TcpStream::connect(local).unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    live.write_all(b"1").unwrap();
+    live.read_exact(&mut byte).unwrap();
+    assert_eq!(w.logins(), 1);
+    let app_token = || {
+        let f = w
+            .token_files()
+            .into_iter()
+            .find(|p| !p.to_string_lossy().ends_with("-org-token"));
+        f.map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap_or_default()
+    };
+    let first = app_token();
+    // Let the 2 s token expire (not a timing assertion: any longer wait works too).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(echo(local, b"new connection"), b"new connection");
+    assert_eq!(w.logins(), 1, "refreshed through the org token, no browser");
+    assert_ne!(app_token(), first, "a new app token was obtained");
+    // The live connection never noticed.
+    live.write_all(b"2").unwrap();
+    live.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"2");
+}

@@ -292,10 +292,10 @@ impl Config {
                 None => Duration::from_secs(24 * 3600),
                 Some(s) => humantime::parse_duration(s)
                     .ok()
-                    .filter(|d| *d >= Duration::from_secs(60))
+                    .filter(|d| *d >= Duration::from_secs(1))
                     .ok_or_else(|| {
                         format!(
-                            "{at}: session {s:?} is not a duration of at least 1m, e.g. \"24h\""
+                            "{at}: session {s:?} is not a duration of at least 1s, e.g. \"24h\""
                         )
                     })?,
             };
