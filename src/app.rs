@@ -139,7 +139,7 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
 /// Validate the access flags into the [`Target`] every connection uses.
 pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
     let mut t = Target::parse(&args.hostname)?;
-    if let Some(c) = &args.connect_to {
+    if let Some(c) = &args.edge.connect_to {
         t.connect_to = Some(target::parse_host_port("--connect-to", c)?);
     }
     if let Some(d) = &args.destination {
@@ -184,16 +184,16 @@ pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
     if t.connect_to.is_none() {
         t.proxy = crate::client::proxy::from_env(t.tls, &t.host, |k| std::env::var(k).ok());
     }
-    if t.tls || args.ca_file.is_some() {
-        t.tls_config = Some(crate::tls::client_config(args.ca_file.as_deref())?);
+    if t.tls || args.edge.ca_file.is_some() {
+        t.tls_config = Some(crate::tls::client_config(args.edge.ca_file.as_deref())?);
     }
     if matches!(t.credentials, Credentials::None) {
         let auth = commands::auth_for(
             &t,
-            args.token_dir.as_deref(),
-            args.transfer_url.clone(),
+            args.edge.token_dir.as_deref(),
+            args.edge.transfer_url.clone(),
             t.connect_to.clone(),
-            args.ca_file.as_deref(),
+            args.edge.ca_file.as_deref(),
             true,
         )?;
         t.auth = Some(Arc::new(auth));

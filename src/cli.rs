@@ -123,7 +123,20 @@ pub struct AccessArgs {
     /// Extra request header for the edge, `Name: value` (repeatable).
     #[arg(long, short = 'H', value_name = "NAME: VALUE")]
     pub header: Vec<String>,
-    /// Dial this `host:port` instead of the hostname's, keeping Host and TLS SNI.
+    /// How to reach the edge and where the login keeps its tokens.
+    #[command(flatten)]
+    pub edge: Reach,
+    /// Log in at start instead of at the first connection (listener mode).
+    #[arg(long)]
+    pub login_now: bool,
+}
+
+/// Reaching the edge, and the login's token cache: shared by `tcp`, `ssh` and the
+/// token commands.
+#[derive(Debug, Args)]
+pub struct Reach {
+    /// Send every request to this `host:port` instead of the hostname's, keeping
+    /// Host and TLS SNI.
     #[arg(long, env = "TUNNEL_CONNECT_TO", value_name = "HOST:PORT")]
     pub connect_to: Option<String>,
     /// Extra trusted CA certificates (PEM) for the edge's TLS.
@@ -135,26 +148,14 @@ pub struct AccessArgs {
     /// Base URL of the login hand-off service (when the app's metadata names none).
     #[arg(long, env = "TUNNEL_TRANSFER_URL", value_name = "URL")]
     pub transfer_url: Option<String>,
-    /// Log in at start instead of at the first connection (listener mode).
-    #[arg(long)]
-    pub login_now: bool,
 }
 
 /// Flags every token command shares.
 #[derive(Debug, Args)]
 pub struct AuthArgs {
-    /// Where tokens are cached [default: ~/.config/tunnel].
-    #[arg(long, env = "TUNNEL_TOKEN_DIR", value_name = "DIR")]
-    pub token_dir: Option<PathBuf>,
-    /// Base URL of the login hand-off service (when the app's metadata names none).
-    #[arg(long, env = "TUNNEL_TRANSFER_URL", value_name = "URL")]
-    pub transfer_url: Option<String>,
-    /// Send every request to this `host:port`, keeping Host and TLS SNI.
-    #[arg(long, env = "TUNNEL_CONNECT_TO", value_name = "HOST:PORT")]
-    pub connect_to: Option<String>,
-    /// Extra trusted CA certificates (PEM).
-    #[arg(long, env = "TUNNEL_CA_FILE", value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    /// How to reach the edge and where tokens are cached.
+    #[command(flatten)]
+    pub edge: Reach,
     /// Print one JSON object (the token and what it says, or the error).
     #[arg(long)]
     pub json: bool,

@@ -20,16 +20,16 @@ pub fn authenticator(
     interactive: bool,
 ) -> Result<Authenticator, Error> {
     let target = Target::parse(url)?;
-    let connect_to = match &args.connect_to {
+    let connect_to = match &args.edge.connect_to {
         Some(c) => Some(crate::client::target::parse_host_port("--connect-to", c)?),
         None => None,
     };
     auth_for(
         &target,
-        args.token_dir.as_deref(),
-        args.transfer_url.clone(),
+        args.edge.token_dir.as_deref(),
+        args.edge.transfer_url.clone(),
         connect_to,
-        args.ca_file.as_deref(),
+        args.edge.ca_file.as_deref(),
         interactive,
     )
 }
@@ -131,6 +131,7 @@ pub async fn logout(args: LogoutArgs) -> Result<(), Error> {
         _ => {
             let dir = args
                 .auth
+                .edge
                 .token_dir
                 .clone()
                 .unwrap_or_else(Store::default_dir);
