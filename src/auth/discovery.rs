@@ -55,7 +55,7 @@ pub async fn fetch(
     http: &reqwest::Client,
     app_url: &str,
 ) -> Result<(String, AppMetadata), AuthError> {
-    let net = |e: reqwest::Error| AuthError::Network(format!("app discovery at {app_url}: {e}"));
+    let net = |e: reqwest::Error| super::network(&format!("app discovery at {app_url}"), &e);
     let resp = http
         .head(app_url)
         .header(protocol::METADATA_REQUEST, "true")
@@ -92,12 +92,12 @@ pub async fn verify_with_jwks(
         .get(&certs_url)
         .send()
         .await
-        .map_err(|e| AuthError::Network(format!("fetching {certs_url}: {e}")))?
+        .map_err(|e| super::network(&format!("fetching {certs_url}"), &e))?
         .error_for_status()
         .map_err(|e| AuthError::Discovery(format!("fetching {certs_url}: {e}")))?
         .bytes()
         .await
-        .map_err(|e| AuthError::Network(format!("fetching {certs_url}: {e}")))?;
+        .map_err(|e| super::network(&format!("fetching {certs_url}"), &e))?;
     let jwks: Jwks = serde_json::from_slice(&body)
         .map_err(|e| AuthError::Discovery(format!("{certs_url} is not a JWKS: {e}")))?;
     let meta = verify(jwt, &jwks.keys)?;

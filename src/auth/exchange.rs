@@ -34,7 +34,7 @@ pub async fn exchange(
         let resp = req
             .send()
             .await
-            .map_err(|e| AuthError::Network(format!("token exchange at {url}: {e}")))?;
+            .map_err(|e| super::network(&format!("token exchange at {url}"), &e))?;
         if let Some(s) = set_cookie(resp.headers(), protocol::APP_SESSION_COOKIE) {
             app_session = Some(s);
         }

@@ -314,9 +314,8 @@ impl Authenticator {
                 Ok(r) => r,
                 Err(e) if e.is_timeout() => continue,
                 Err(e) => {
-                    return Err(AuthError::Network(format!(
-                        "waiting for the login hand-off at {poll_url}: {e}"
-                    )));
+                    let context = format!("waiting for the login hand-off at {poll_url}");
+                    return Err(super::network(&context, &e));
                 }
             };
             let status = resp.status().as_u16();
@@ -332,7 +331,7 @@ impl Authenticator {
                 let body = resp
                     .text()
                     .await
-                    .map_err(|e| AuthError::Network(format!("reading the hand-off: {e}")))?;
+                    .map_err(|e| super::network("reading the hand-off", &e))?;
                 let handoff = keys
                     .open(&body, &key)
                     .map_err(|e| AuthError::LoginFailed(e.to_string()))?;
@@ -373,7 +372,7 @@ impl Authenticator {
             }
         }
         b.build()
-            .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {e}")))
+            .map_err(|e| super::network("cannot build the HTTP client", &e))
     }
 }
 

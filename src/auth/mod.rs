@@ -40,6 +40,22 @@ pub enum AuthError {
     Store(#[from] store::StoreError),
 }
 
+/// A network error with its whole cause chain on one line (reqwest's own message
+/// says only "error sending request").
+pub fn network(context: &str, e: &reqwest::Error) -> AuthError {
+    let mut msg = format!("{context}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    AuthError::Network(msg)
+}
+
 impl AuthError {
     /// The process exit code for this error (see [`crate::exit`]).
     pub fn exit_code(&self) -> u8 {

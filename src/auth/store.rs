@@ -59,7 +59,14 @@ impl Store {
             path: dir.to_path_buf(),
             what,
         };
-        fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| err(format!("cannot create: {e}")))?;
+        }
         let meta = fs::metadata(dir).map_err(|e| err(format!("cannot read: {e}")))?;
         if !meta.is_dir() {
             return Err(err("is not a directory; pass another --token-dir".into()));
