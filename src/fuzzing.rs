@@ -40,10 +40,11 @@ client_secret = "s3cret"
 
 /// The hostname the client-side targets dial.
 const CLIENT_HOST: &str = "db.test";
-/// The access token the client holds; it must never show in an error message.
-const CLIENT_TOKEN: &str = "fuzz-access-token-value";
+/// The access token the client holds. Its snowman is a character no header text
+/// can carry, so finding it in an error message means the secret leaked.
+const CLIENT_TOKEN: &str = "token-\u{2603}";
 /// The service-token secret the client holds; likewise never shown.
-const CLIENT_SECRET: &str = "fuzz-service-secret-value";
+const CLIENT_SECRET: &str = "secret-\u{2603}";
 
 /// Most request headers the edge accepts (hyper's default).
 const MAX_REQUEST_HEADERS: usize = 100;
@@ -135,13 +136,7 @@ pub fn client_response(data: &[u8]) {
         let error = dial::classify(&target, &response);
         let message = error.to_string();
         assert!(!message.contains('\n'), "message spans lines: {message:?}");
-        for secret in [CLIENT_TOKEN, CLIENT_SECRET] {
-            let echoed = data.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(
-                echoed || !message.contains(secret),
-                "secret shown: {message:?}"
-            );
-        }
+        assert!(!message.contains('\u{2603}'), "secret shown: {message:?}");
         let code = error.exit_code();
         assert!(
             [
