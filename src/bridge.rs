@@ -1,19 +1,25 @@
 //! The data path: a local byte stream pumped through a WebSocket, both ways.
 //!
 //! One [`run`] call owns one connection: a local `AsyncRead + AsyncWrite` (a TCP
-//! socket, stdio, or the edge's origin socket) and a [`WebSocketStream`]. It is a
-//! single poll loop with separate state per direction (the shape of linkerd's
-//! `duplex`), so there is no lock and no extra task per connection:
+//! socket, stdio, or the edge's origin socket) and a [`WebSocket`] (the stream after
+//! the upgrade handshake). It is a single poll loop with separate state per
+//! direction (the shape of linkerd's `duplex`), so there is no lock and no extra task
+//! per connection. The framing is our own ([`crate::frame`]) so that no byte is
+//! copied on our side:
 //!
-//! - **up** (local -> WebSocket): read straight into a reusable [`BytesMut`], freeze
-//!   what was read into one binary message (no copy on our side), and only read again
-//!   once the WebSocket sink has accepted that message. The sink is flushed when the
-//!   local side has nothing more ready, not after every message.
-//! - **down** (WebSocket -> local): take one binary message and write it out fully
-//!   before asking for the next, flushing when no further message is ready.
+//! - **up** (local -> WebSocket): read straight into a reusable buffer behind
+//!   [`MAX_HEADER`] bytes of room, write the frame header into that room, mask in
+//!   place (clients), and hand header and payload to the socket in one write. Read
+//!   again only once the socket has taken the whole frame.
+//! - **down** (WebSocket -> local): read into a reusable buffer, parse a header, and
+//!   write the payload to the local side straight out of that buffer (unmasked in
+//!   place), piece by piece as it arrives. No message is ever assembled, so a large
+//!   frame costs no memory; read again only once the local side has taken it all.
 //!
-//! So neither side is ever read faster than the other side accepts: memory per
-//! connection is bounded by the read buffer plus one message each way.
+//! Buffers start at [`MIN_READ`] and double while reads keep filling them, up to
+//! [`MAX_READ`]; an idle connection holds two small buffers. Neither side is read
+//! faster than the other side accepts: memory per connection is bounded by the two
+//! buffers.
 //!
 //! **Half-close.** RFC 6455 forbids data after a close frame, so a close frame can only
 //! end both directions. When the peer understands it (our edge says so with the
@@ -27,7 +33,7 @@
 //!
 //! **Keepalive.** When nothing has been received for [`Options::ping_interval`] a ping
 //! is sent; if nothing at all (pong or data) arrives within [`Options::pong_timeout`]
-//! after it, the connection is presumed dead.
+//! after it, the connection is presumed dead. Pings from the peer are answered.
 //!
 //! **Closing.** When both directions are done, a close frame is sent (unless one was
 //! already) and the peer's reply is awaited for at most [`CLOSE_WAIT`], so the peer
@@ -39,41 +45,59 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::io::poll_read_buf;
 
-/// Smallest read buffer: what an idle or interactive connection holds.
+pub use crate::frame::Role;
+use crate::frame::{self, FrameError, MAX_HEADER, MaskKeys, OpCode};
+
+/// Smallest read buffer, each direction: what an idle or interactive connection
+/// holds.
 pub const MIN_READ: usize = 8 * 1024;
 /// Largest read buffer: reached only while reads keep filling the buffer (bulk
-/// transfer); one read becomes one WebSocket message of at most this size.
+/// transfer); one read becomes one WebSocket frame of at most this size.
 pub const MAX_READ: usize = 256 * 1024;
 /// How long to wait for the peer's close frame after sending ours.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Largest message the client accepts from the edge.
-pub const CLIENT_MAX_MESSAGE: usize = 16 << 20;
-/// Largest message the edge accepts from a client (ours send at most [`MAX_READ`]);
+/// Largest frame the client accepts from the edge.
+pub const CLIENT_MAX_FRAME: u64 = 16 << 20;
+/// Largest frame the edge accepts from a client (ours send at most [`MAX_READ`]);
 /// anything larger fails closed.
-pub const EDGE_MAX_MESSAGE: usize = 1 << 20;
-/// tungstenite's read buffer per connection, allocated up front and held while
-/// idle. 8 KiB measured as fast as 64 KiB for bulk transfer on loopback (a larger
-/// frame grows the buffer as needed) and cut idle memory from 80 to 20 KiB per
-/// connection (1,000 idle connections, release build).
-pub const WS_READ_BUFFER: usize = 8 * 1024;
+pub const EDGE_MAX_FRAME: u64 = 1 << 20;
 
-/// The WebSocket configuration both sides use: frames go out as soon as they are
-/// handed over (the pump decides when to flush), incoming messages are capped.
-pub fn ws_config(max_message: usize) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
+/// A byte stream after a successful WebSocket upgrade, ready for [`run`].
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    io: S,
+    role: Role,
+    max_frame: u64,
+    buffered: BytesMut,
+}
+
+impl<S> WebSocket<S> {
+    /// Frame `io` as `role`; frames larger than `max_frame` are refused.
+    pub fn new(io: S, role: Role, max_frame: u64) -> Self {
+        WebSocket {
+            io,
+            role,
+            max_frame,
+            buffered: BytesMut::new(),
+        }
+    }
+
+    /// Bytes the handshake read past its end: the first frames, already arrived.
+    pub fn with_buffered(mut self, bytes: BytesMut) -> Self {
+        self.buffered = bytes;
+        self
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
 }
 
 /// Tunables of one bridged connection.
@@ -118,12 +142,18 @@ pub enum BridgeError {
     /// Writing the local side failed.
     #[error("local write failed: {0}")]
     LocalWrite(#[source] io::Error),
-    /// The WebSocket failed (I/O, protocol violation, frame too large).
+    /// The WebSocket's stream failed.
     #[error("websocket: {0}")]
-    WebSocket(#[from] tungstenite::Error),
+    Io(#[source] io::Error),
+    /// The peer broke the framing rules (RFC 6455).
+    #[error("websocket: {0}")]
+    Frame(#[from] FrameError),
     /// The peer sent a text frame; the tunnel protocol carries binary frames only.
     #[error("peer sent a text frame; tunnels carry binary frames only")]
     TextFrame,
+    /// The peer interleaved messages (a new one began before the last ended).
+    #[error("websocket: peer sent a continuation frame out of place")]
+    Fragmentation,
     /// Nothing arrived in answer to a ping.
     #[error("peer silent for {0:?} after a ping; presumed dead")]
     Dead(Duration),
@@ -136,32 +166,33 @@ pub enum BridgeError {
 ///
 /// Returns the bytes moved each way. Cancel safety: dropping the future drops both
 /// streams (an abrupt close); callers that shut down gracefully let it finish.
-pub async fn run<L, S>(
-    local: L,
-    ws: WebSocketStream<S>,
-    opts: Options,
-) -> Result<Stats, BridgeError>
+pub async fn run<L, S>(local: L, ws: WebSocket<S>, opts: Options) -> Result<Stats, BridgeError>
 where
     L: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut pump = Pump::new(local, ws, opts);
-    poll_fn(|cx| pump.poll(cx)).await
+    let result = poll_fn(|cx| pump.poll(cx)).await;
+    if result.is_ok() {
+        // Best effort: a FIN (or TLS close_notify) after the close handshake.
+        let _ = tokio::time::timeout(Duration::from_secs(1), pump.io.shutdown()).await;
+    }
+    result
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Up {
     /// Reading local data.
     Open,
-    /// Local EOF seen; our EOF signal (marker or close) is queued in `up_msg`.
+    /// Local EOF seen; our EOF signal (marker or close) is still to be queued.
     Eof,
-    /// Our EOF signal was handed to the sink.
+    /// Our EOF signal was queued, or the peer can take nothing more.
     Done,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Down {
-    /// Receiving messages.
+    /// Receiving frames.
     Open,
     /// Peer EOF seen; shutting down the local write side.
     Closing,
@@ -169,21 +200,63 @@ enum Down {
     Done,
 }
 
+/// Where the parser is in the incoming byte stream.
+#[derive(Debug, Clone, Copy)]
+enum Rx {
+    /// At a frame boundary.
+    Header,
+    /// Inside a data frame's payload.
+    Payload {
+        left: u64,
+        mask: Option<[u8; 4]>,
+        offset: usize,
+        fin: bool,
+    },
+}
+
+/// What the incoming side produced.
+enum Event {
+    /// Payload bytes of a binary message, unmasked.
+    Data(BytesMut),
+    /// A binary message with no bytes at all: the peer's half-close marker.
+    EmptyMessage,
+    /// A control frame and its (unmasked) payload.
+    Control(OpCode, BytesMut),
+    /// The stream ended without a close frame.
+    Eof,
+}
+
 struct Pump<L, S> {
     local: L,
-    ws: WebSocketStream<S>,
+    io: S,
+    role: Role,
+    max_frame: u64,
     opts: Options,
+    masks: MaskKeys,
+    // Up: local -> WebSocket.
     up: Up,
     up_buf: BytesMut,
-    read_size: usize,
-    up_msg: Option<Message>,
-    ws_unflushed: bool,
+    up_size: usize,
+    /// Frame bytes being written to the WebSocket stream.
+    out: BytesMut,
+    io_unflushed: bool,
+    /// A ping's payload, to be answered with a pong.
+    pong: Option<BytesMut>,
+    // Down: WebSocket -> local.
     down: Down,
-    down_buf: Bytes,
+    rx: Rx,
+    rx_buf: BytesMut,
+    rx_size: usize,
+    in_message: bool,
+    message_bytes: u64,
+    /// Payload bytes being written to the local side.
+    data: BytesMut,
     local_unflushed: bool,
     /// The peer sent a close frame (or vanished): nothing more can be sent to it.
     peer_closed: bool,
-    /// We handed a close frame to the sink.
+    /// The status code of the peer's close frame, echoed in our reply.
+    close_code: Option<[u8; 2]>,
+    /// We queued a close frame.
     close_sent: bool,
     /// Both directions ended; waiting for the close handshake since this instant.
     closing_since: Option<Instant>,
@@ -202,21 +275,31 @@ where
     L: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(local: L, ws: WebSocketStream<S>, opts: Options) -> Self {
+    fn new(local: L, ws: WebSocket<S>, opts: Options) -> Self {
         let now = Instant::now();
         Pump {
             local,
-            ws,
+            io: ws.io,
+            role: ws.role,
+            max_frame: ws.max_frame,
             opts,
+            masks: MaskKeys::new(),
             up: Up::Open,
             up_buf: BytesMut::new(),
-            read_size: MIN_READ,
-            up_msg: None,
-            ws_unflushed: false,
+            up_size: MIN_READ,
+            out: BytesMut::new(),
+            io_unflushed: false,
+            pong: None,
             down: Down::Open,
-            down_buf: Bytes::new(),
+            rx: Rx::Header,
+            rx_buf: ws.buffered,
+            rx_size: MIN_READ,
+            in_message: false,
+            message_bytes: 0,
+            data: BytesMut::new(),
             local_unflushed: false,
             peer_closed: false,
+            close_code: None,
             close_sent: false,
             closing_since: None,
             close_deadline: None,
@@ -256,37 +339,132 @@ where
         }
     }
 
+    /// The next thing the peer sent: parse what is buffered, read more if needed.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, BridgeError>> {
+        loop {
+            match self.rx {
+                Rx::Payload {
+                    left,
+                    mask,
+                    offset,
+                    fin,
+                } if !self.rx_buf.is_empty() => {
+                    let k = left.min(self.rx_buf.len() as u64) as usize;
+                    let mut piece = self.rx_buf.split_to(k);
+                    if let Some(key) = mask {
+                        frame::apply_mask(&mut piece, key, offset);
+                    }
+                    self.message_bytes += k as u64;
+                    self.rx = if left == k as u64 {
+                        if fin {
+                            self.in_message = false;
+                            self.message_bytes = 0;
+                        }
+                        Rx::Header
+                    } else {
+                        Rx::Payload {
+                            left: left - k as u64,
+                            mask,
+                            offset: offset + k,
+                            fin,
+                        }
+                    };
+                    return Poll::Ready(Ok(Event::Data(piece)));
+                }
+                Rx::Payload { .. } => {}
+                Rx::Header => {
+                    if let Some((h, n)) =
+                        frame::parse_header(&self.rx_buf, self.role, self.max_frame)?
+                    {
+                        if h.opcode.is_control() {
+                            let total = n + h.len as usize;
+                            if self.rx_buf.len() >= total {
+                                self.rx_buf.advance(n);
+                                let mut payload = self.rx_buf.split_to(h.len as usize);
+                                if let Some(key) = h.mask {
+                                    frame::apply_mask(&mut payload, key, 0);
+                                }
+                                return Poll::Ready(Ok(Event::Control(h.opcode, payload)));
+                            }
+                        } else {
+                            match (h.opcode, self.in_message) {
+                                (OpCode::Text, _) => {
+                                    return Poll::Ready(Err(BridgeError::TextFrame));
+                                }
+                                (OpCode::Binary, false) | (OpCode::Continue, true) => {}
+                                _ => return Poll::Ready(Err(BridgeError::Fragmentation)),
+                            }
+                            self.rx_buf.advance(n);
+                            self.in_message = !h.fin;
+                            if h.len > 0 {
+                                self.rx = Rx::Payload {
+                                    left: h.len,
+                                    mask: h.mask,
+                                    offset: 0,
+                                    fin: h.fin,
+                                };
+                            } else if h.fin {
+                                let empty = self.message_bytes == 0;
+                                self.message_bytes = 0;
+                                if empty {
+                                    return Poll::Ready(Ok(Event::EmptyMessage));
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            // Need more bytes. Reclaim the buffer once the last piece was written.
+            if self.rx_buf.capacity() - self.rx_buf.len() < self.rx_size / 2 {
+                self.rx_buf
+                    .reserve(self.rx_size - self.rx_buf.len().min(self.rx_size / 2));
+            }
+            let before = self.rx_buf.len();
+            let spare = self.rx_buf.capacity() - before;
+            match ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rx_buf)) {
+                Ok(0) => return Poll::Ready(Ok(Event::Eof)),
+                Ok(n) => {
+                    self.last_rx = Instant::now();
+                    self.ping_sent_at = None;
+                    if n >= spare {
+                        self.rx_size = (self.rx_size * 2).min(MAX_READ);
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(BridgeError::Io(e))),
+            }
+        }
+    }
+
     /// WebSocket -> local. Returns whether anything happened.
     fn poll_down(&mut self, cx: &mut Context<'_>) -> Result<bool, BridgeError> {
         let mut progress = false;
-        if self.down == Down::Open && !self.down_buf.is_empty() {
-            match Pin::new(&mut self.local).poll_write(cx, &self.down_buf) {
-                Poll::Ready(Ok(0)) => {
-                    return Err(BridgeError::LocalWrite(io::ErrorKind::WriteZero.into()));
+        while self.down == Down::Open {
+            if !self.data.is_empty() {
+                match Pin::new(&mut self.local).poll_write(cx, &self.data) {
+                    Poll::Ready(Ok(0)) => {
+                        return Err(BridgeError::LocalWrite(io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.data.advance(n);
+                        self.local_unflushed = true;
+                        progress = true;
+                        if self.data.is_empty() {
+                            // Let the read buffer reclaim this memory.
+                            self.data = BytesMut::new();
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
+                    Poll::Pending => break,
                 }
-                Poll::Ready(Ok(n)) => {
-                    self.down_buf.advance(n);
-                    self.local_unflushed = true;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
-                Poll::Pending => {}
             }
-        }
-        if self.down == Down::Open && self.down_buf.is_empty() {
-            match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(msg))) => {
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(event)) => {
                     progress = true;
-                    self.on_message(msg)?;
+                    self.on_event(event);
                 }
-                Poll::Ready(Some(Err(e))) => return Err(e.into()),
-                Poll::Ready(None) => {
-                    // The stream ended: after a close frame tungstenite reports it as
-                    // `None` on the next read; a vanished peer looks the same.
-                    progress = true;
-                    self.peer_closed = true;
-                    self.down = Down::Closing;
-                }
+                Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {
                     if self.local_unflushed {
                         match Pin::new(&mut self.local).poll_flush(cx) {
@@ -295,6 +473,7 @@ where
                             Poll::Pending => {}
                         }
                     }
+                    break;
                 }
             }
         }
@@ -316,80 +495,121 @@ where
         Ok(progress)
     }
 
-    fn on_message(&mut self, msg: Message) -> Result<(), BridgeError> {
-        let now = Instant::now();
-        self.last_rx = now;
-        self.ping_sent_at = None;
-        match msg {
-            Message::Binary(b) if b.is_empty() => self.down = Down::Closing,
-            Message::Binary(b) => {
-                self.last_data = now;
-                self.stats.down += b.len() as u64;
-                self.down_buf = b;
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Data(piece) => {
+                self.last_data = Instant::now();
+                self.stats.down += piece.len() as u64;
+                self.data = piece;
             }
-            // tungstenite queues the pong itself; it goes out on our next flush.
-            Message::Ping(_) => self.ws_unflushed = true,
-            Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(_) => {
+            Event::EmptyMessage => self.down = Down::Closing,
+            Event::Control(OpCode::Ping, payload) => self.pong = Some(payload),
+            Event::Control(OpCode::Close, payload) => {
                 self.peer_closed = true;
-                // tungstenite queued the close reply; make sure it is flushed.
-                self.ws_unflushed = true;
+                self.close_code = payload.get(..2).map(|c| [c[0], c[1]]);
                 self.down = Down::Closing;
             }
-            Message::Text(_) => return Err(BridgeError::TextFrame),
+            Event::Control(..) => {}
+            // A vanished peer: the same as a close, but there is nobody to reply to.
+            Event::Eof => {
+                self.peer_closed = true;
+                self.close_sent = true;
+                self.down = Down::Closing;
+            }
         }
-        Ok(())
+    }
+
+    /// A control frame (or an empty data frame) with `payload`, ready to write.
+    fn control(&mut self, opcode: OpCode, payload: &[u8]) -> BytesMut {
+        let mask = (self.role == Role::Client).then(|| self.masks.next_key());
+        let h = frame::header_len(payload.len(), mask.is_some());
+        let mut b = BytesMut::zeroed(h + payload.len());
+        frame::write_header(&mut b[..h], opcode, mask, payload.len());
+        b[h..].copy_from_slice(payload);
+        if let Some(key) = mask {
+            frame::apply_mask(&mut b[h..], key, 0);
+        }
+        b
+    }
+
+    /// Our close frame: the peer's status code echoed, or none.
+    fn close_frame(&mut self) -> BytesMut {
+        self.close_sent = true;
+        let code = self.close_code;
+        self.control(OpCode::Close, code.as_ref().map_or(&[][..], |c| &c[..]))
+    }
+
+    /// Write `out` to the WebSocket stream. `Ready(Ok)` once it is all written.
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BridgeError>> {
+        while !self.out.is_empty() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.out)) {
+                Ok(0) => return Poll::Ready(Err(BridgeError::Io(io::ErrorKind::WriteZero.into()))),
+                Ok(n) => {
+                    self.out.advance(n);
+                    self.io_unflushed = true;
+                }
+                Err(e) => return Poll::Ready(Err(BridgeError::Io(e))),
+            }
+        }
+        // Let the read buffer reclaim this memory.
+        self.out = BytesMut::new();
+        Poll::Ready(Ok(()))
     }
 
     /// Local -> WebSocket. Returns whether anything happened.
     fn poll_up(&mut self, cx: &mut Context<'_>) -> Result<bool, BridgeError> {
         let mut progress = false;
-        if self.peer_closed {
-            // The peer can take nothing more; anything still unread locally has
-            // nowhere to go. Stop reading, but keep flushing the close reply.
-            self.up_msg = None;
-            self.up = Up::Done;
-        }
-        if self.ping_due && self.up_msg.is_none() && !self.close_sent {
-            self.up_msg = Some(Message::Ping(Bytes::new()));
-            self.ping_due = false;
-            self.ping_sent_at = Some(Instant::now());
-        }
         loop {
-            if let Some(msg) = self.up_msg.take() {
-                match Pin::new(&mut self.ws).poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let is_eof = self.up == Up::Eof && !matches!(msg, Message::Ping(_));
-                        if matches!(msg, Message::Close(_)) {
-                            self.close_sent = true;
-                        }
-                        Pin::new(&mut self.ws).start_send(msg)?;
-                        self.ws_unflushed = true;
-                        progress = true;
-                        if is_eof {
-                            self.up = Up::Done;
-                        }
-                    }
-                    Poll::Ready(Err(e)) => return Err(e.into()),
-                    Poll::Pending => {
-                        self.up_msg = Some(msg);
-                        break;
-                    }
+            if !self.out.is_empty() {
+                match self.poll_out(cx) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => break,
                 }
             }
-            if self.up == Up::Eof {
-                self.up_msg = Some(self.eof_message());
-                continue;
-            }
-            if self.up != Up::Open {
+            if self.close_sent {
+                self.up = Up::Done;
                 break;
             }
-            if self.up_buf.capacity() < self.read_size {
-                // Reclaims the previous allocation when the sink has released it.
-                self.up_buf.reserve(self.read_size);
+            if self.peer_closed {
+                // The peer can take nothing more; anything still unread locally has
+                // nowhere to go. Answer its close and stop.
+                self.up = Up::Done;
+                self.out = self.close_frame();
+                continue;
             }
+            if let Some(payload) = self.pong.take() {
+                self.out = self.control(OpCode::Pong, &payload);
+                continue;
+            }
+            if self.ping_due {
+                self.ping_due = false;
+                self.ping_sent_at = Some(Instant::now());
+                self.out = self.control(OpCode::Ping, &[]);
+                continue;
+            }
+            match self.up {
+                Up::Done => break,
+                Up::Eof => {
+                    self.up = Up::Done;
+                    self.out = if self.opts.peer_half_close {
+                        self.control(OpCode::Binary, &[])
+                    } else {
+                        self.close_frame()
+                    };
+                    continue;
+                }
+                Up::Open => {}
+            }
+            if self.up_buf.is_empty() {
+                // Reclaims the previous allocation once the last frame is written.
+                self.up_buf.reserve(self.up_size + MAX_HEADER);
+                self.up_buf.put_bytes(0, MAX_HEADER);
+            }
+            let spare = self.up_buf.capacity() - self.up_buf.len();
             match poll_read_buf(Pin::new(&mut self.local), cx, &mut self.up_buf) {
                 Poll::Ready(Ok(0)) => {
+                    self.up_buf.clear();
                     self.up = Up::Eof;
                     progress = true;
                 }
@@ -397,32 +617,38 @@ where
                     progress = true;
                     self.stats.up += n as u64;
                     self.last_data = Instant::now();
-                    if n >= self.read_size {
-                        self.read_size = (self.read_size * 2).min(MAX_READ);
+                    if n >= spare {
+                        self.up_size = (self.up_size * 2).min(MAX_READ);
                     }
-                    self.up_msg = Some(Message::Binary(self.up_buf.split().freeze()));
+                    self.out = self.frame_up(n);
                 }
                 Poll::Ready(Err(e)) => return Err(BridgeError::LocalRead(e)),
                 Poll::Pending => break,
             }
         }
-        // Flush only when there is nothing more to hand over right now.
-        if self.ws_unflushed && (self.up_msg.is_none() || self.up == Up::Done) {
-            match Pin::new(&mut self.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.ws_unflushed = false,
-                Poll::Ready(Err(e)) => return Err(e.into()),
+        // Flush only when there is nothing more to write right now.
+        if self.io_unflushed && self.out.is_empty() {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.io_unflushed = false,
+                Poll::Ready(Err(e)) => return Err(BridgeError::Io(e)),
                 Poll::Pending => {}
             }
         }
         Ok(progress)
     }
 
-    fn eof_message(&self) -> Message {
-        if self.opts.peer_half_close {
-            Message::Binary(Bytes::new())
-        } else {
-            Message::Close(None)
+    /// Turn the `n` bytes read behind the header room into one binary frame, in
+    /// place: header written into the room, payload masked where it lies.
+    fn frame_up(&mut self, n: usize) -> BytesMut {
+        let mask = (self.role == Role::Client).then(|| self.masks.next_key());
+        let h = frame::header_len(n, mask.is_some());
+        let start = MAX_HEADER - h;
+        frame::write_header(&mut self.up_buf[start..MAX_HEADER], OpCode::Binary, mask, n);
+        if let Some(key) = mask {
+            frame::apply_mask(&mut self.up_buf[MAX_HEADER..], key, 0);
         }
+        self.up_buf.advance(start);
+        self.up_buf.split()
     }
 
     /// Both directions are done: send our close (if not yet), flush, and wait a
@@ -435,28 +661,34 @@ where
         }
         self.timer.as_mut().reset(deadline);
         let _ = self.timer.as_mut().poll(cx);
-        match Pin::new(&mut self.ws).poll_close(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(tungstenite::Error::ConnectionClosed))
-            | Poll::Ready(Err(tungstenite::Error::AlreadyClosed)) => {
-                return Poll::Ready(Ok(self.stats));
+        if !self.close_sent {
+            let close = self.close_frame();
+            if self.out.is_empty() {
+                self.out = close;
+            } else {
+                self.out.unsplit(close);
             }
-            // The peer went away during the close handshake: the data is delivered.
-            Poll::Ready(Err(_)) => return Poll::Ready(Ok(self.stats)),
-            Poll::Pending => return Poll::Pending,
         }
-        self.close_sent = true;
-        if self.peer_closed {
+        // The peer going away now means the data was delivered (or never can be).
+        if ready!(self.poll_out(cx)).is_err() {
             return Poll::Ready(Ok(self.stats));
         }
+        if self.io_unflushed {
+            if ready!(Pin::new(&mut self.io).poll_flush(cx)).is_err() {
+                return Poll::Ready(Ok(self.stats));
+            }
+            self.io_unflushed = false;
+        }
         // Drain until the peer's close frame (or the end of the stream).
-        loop {
-            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(self.stats)),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) => return Poll::Ready(Ok(self.stats)),
+        while !self.peer_closed {
+            match ready!(self.poll_event(cx)) {
+                Ok(Event::Control(OpCode::Close, _)) | Ok(Event::Eof) | Err(_) => {
+                    self.peer_closed = true;
+                }
+                Ok(_) => {}
             }
         }
+        Poll::Ready(Ok(self.stats))
     }
 
     /// Keepalive and idle checks; `Pending` once the timer is armed again,
@@ -506,19 +738,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
+    use tokio::io::DuplexStream;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role as TRole;
 
-    async fn ws_pair(
-        buf: usize,
-    ) -> (
-        WebSocketStream<tokio::io::DuplexStream>,
-        WebSocketStream<tokio::io::DuplexStream>,
-    ) {
+    /// Our client framing on one end, tungstenite's server on the other: every test
+    /// is also an interoperability check against an independent implementation.
+    async fn ws_pair(buf: usize) -> (WebSocket<DuplexStream>, WebSocketStream<DuplexStream>) {
         let (a, b) = duplex(buf);
-        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
-        let server = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let client = WebSocket::new(a, Role::Client, CLIENT_MAX_FRAME);
+        let server = WebSocketStream::from_raw_socket(b, TRole::Server, None).await;
         (client, server)
     }
 
@@ -635,7 +868,9 @@ mod tests {
     #[tokio::test]
     async fn large_transfer_keeps_order_under_backpressure() {
         // A tiny pipe forces every write to wait for the reader.
-        let (client_ws, server_ws) = ws_pair(4 * 1024).await;
+        let (a, b) = duplex(4 * 1024);
+        let client_ws = WebSocket::new(a, Role::Client, CLIENT_MAX_FRAME);
+        let server_ws = WebSocket::new(b, Role::Server, EDGE_MAX_FRAME);
         let (local_c, mut app) = duplex(4 * 1024);
         let (local_s, mut origin) = duplex(4 * 1024);
         let opts = Options {
@@ -670,13 +905,15 @@ mod close_tests {
     use super::*;
     use futures_util::StreamExt;
     use tokio::io::{AsyncWriteExt, duplex};
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role as TRole;
 
     #[tokio::test(start_paused = true)]
     async fn unanswered_close_ends_after_close_wait() {
         let (a, b) = duplex(64 * 1024);
-        let client_ws = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
-        let mut server_ws = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let client_ws = WebSocket::new(a, Role::Client, CLIENT_MAX_FRAME);
+        let mut server_ws = WebSocketStream::from_raw_socket(b, TRole::Server, None).await;
         let (local, mut app) = duplex(1024);
         let pump = tokio::spawn(run(local, client_ws, Options::default()));
         // Virtual time (paused clock): deterministic, not a wall-clock assertion.

@@ -30,6 +30,7 @@ pub mod commands;
 pub mod demo;
 pub mod edge;
 pub mod exit;
+pub mod frame;
 pub mod fuzzing;
 pub mod protocol;
 pub mod secret;

@@ -7,13 +7,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{HeaderValue, Request, StatusCode};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{self, handshake::client::generate_key};
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::target::{Credentials, Target};
 use crate::secret::Secret;
@@ -37,7 +39,7 @@ pub enum EdgeStream {
 #[derive(Debug)]
 pub struct Connected {
     /// The WebSocket, ready for [`crate::bridge::run`].
-    pub ws: WebSocketStream<EdgeStream>,
+    pub ws: crate::bridge::WebSocket<EdgeStream>,
     /// The edge understands the half-close marker.
     pub peer_half_close: bool,
 }
@@ -100,13 +102,12 @@ pub enum DialError {
         detail: String,
     },
     /// The WebSocket handshake failed at the protocol level.
-    #[error("WebSocket handshake with {url} failed: {source}")]
+    #[error("WebSocket handshake with {url} failed: {detail}; is this a tunnel edge?")]
     Protocol {
         /// The URL.
         url: String,
-        /// The error.
-        #[source]
-        source: tungstenite::Error,
+        /// What was wrong.
+        detail: String,
     },
     /// The app needs a login and no credentials were given.
     #[error(
@@ -332,24 +333,128 @@ async fn handshake(
         EdgeStream::Plain(tcp)
     };
     let request = handshake_request(target, token);
-    let config = crate::bridge::ws_config(crate::bridge::CLIENT_MAX_MESSAGE);
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
-        Ok((ws, response)) => Ok(Connected {
-            peer_half_close: response.headers().contains_key(protocol::HALF_CLOSE),
-            ws,
-        }),
-        Err(tungstenite::Error::Http(response)) => {
-            let mut t = target.clone();
-            if let Some(tok) = token {
-                t.credentials = Credentials::Token(tok.clone());
-            }
-            Err(classify(&t, &response))
+    let protocol_error = |detail: String| DialError::Protocol {
+        url: target.url(),
+        detail,
+    };
+    let (stream, response, rest) = upgrade(stream, &request).await.map_err(protocol_error)?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let mut t = target.clone();
+        if let Some(tok) = token {
+            t.credentials = Credentials::Token(tok.clone());
         }
-        Err(source) => Err(DialError::Protocol {
-            url: target.url(),
-            source,
-        }),
+        let (parts, ()) = response.into_parts();
+        let body = (!rest.is_empty()).then(|| rest.to_vec());
+        return Err(classify(&t, &http::Response::from_parts(parts, body)));
     }
+    check_upgrade(&request, &response).map_err(protocol_error)?;
+    Ok(Connected {
+        peer_half_close: response.headers().contains_key(protocol::HALF_CLOSE),
+        ws: crate::bridge::WebSocket::new(
+            stream,
+            crate::bridge::Role::Client,
+            crate::bridge::CLIENT_MAX_FRAME,
+        )
+        .with_buffered(rest),
+    })
+}
+
+/// Most response headers the client accepts.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// Longest response head the client reads.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Send the upgrade request and read the response head. Returns the stream, the
+/// response, and whatever arrived after the head (the first frames, or a body).
+async fn upgrade<S>(
+    mut io: S,
+    request: &Request<()>,
+) -> Result<(S, http::Response<()>, BytesMut), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut head = format!("GET {path} HTTP/1.1\r\n").into_bytes();
+    for (name, value) in request.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    io.write_all(&head)
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    io.flush()
+        .await
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        if let Some((response, len)) = parse_response(&buf)? {
+            let rest = buf.split_off(len);
+            return Ok((io, response, rest));
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(format!(
+                "response head longer than {MAX_RESPONSE_HEAD} bytes"
+            ));
+        }
+        buf.reserve(1024);
+        match io.read_buf(&mut buf).await {
+            Ok(0) => return Err("the edge closed the connection before answering".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading the response: {e}")),
+        }
+    }
+}
+
+/// Parse the HTTP/1.1 response head at the start of `buf`: the response and the
+/// head's length, or `None` while incomplete.
+pub fn parse_response(buf: &[u8]) -> Result<Option<(http::Response<()>, usize)>, String> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed HTTP response: {e}")),
+    };
+    let code = resp.code.ok_or("response without a status")?;
+    let mut builder = http::Response::builder().status(code);
+    for h in resp.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    let response = builder
+        .body(())
+        .map_err(|e| format!("malformed HTTP response: {e}"))?;
+    Ok(Some((response, len)))
+}
+
+/// A 101 must agree to the upgrade and prove it read our key (RFC 6455 4.1).
+fn check_upgrade(request: &Request<()>, response: &http::Response<()>) -> Result<(), String> {
+    let get = |name: http::header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    if !get(http::header::UPGRADE).eq_ignore_ascii_case("websocket") {
+        return Err("101 response without Upgrade: websocket".into());
+    }
+    if !get(http::header::CONNECTION)
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
+        return Err("101 response without Connection: Upgrade".into());
+    }
+    let key = request
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map_or(&[][..], |k| k.as_bytes());
+    if get(http::header::SEC_WEBSOCKET_ACCEPT) != derive_accept_key(key) {
+        return Err("101 response with a wrong Sec-WebSocket-Accept".into());
+    }
+    Ok(())
 }
 
 /// Turn a non-101 handshake response into the error that tells the user what to do.

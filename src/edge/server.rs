@@ -14,9 +14,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -212,10 +210,11 @@ async fn route(
             Ok(u) => u,
             Err(e) => return warn!(%peer, ray, "upgrade failed: {e}"),
         };
-        let config = bridge::ws_config(bridge::EDGE_MAX_MESSAGE);
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let ws = bridge::WebSocket::new(
+            TokioIo::new(upgraded),
+            bridge::Role::Server,
+            bridge::EDGE_MAX_FRAME,
+        );
         let opts = bridge::Options {
             peer_half_close: half_close,
             ..Default::default()
