@@ -46,7 +46,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
@@ -61,6 +61,13 @@ pub const MIN_READ: usize = 8 * 1024;
 pub const MAX_READ: usize = 256 * 1024;
 /// How long to wait for the peer's close frame after sending ours.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A connection with no traffic for this long gives its read buffers back; until
+/// bytes arrive again it waits with [`IDLE_READ`] bytes of stack instead.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
+/// The stack buffer an idle direction reads into; what arrives is copied into a
+/// freshly allocated buffer, and reads go straight to that one from then on.
+pub const IDLE_READ: usize = 512;
 
 /// Largest frame the client accepts from the edge.
 pub const CLIENT_MAX_FRAME: u64 = 16 << 20;
@@ -180,6 +187,29 @@ where
     result
 }
 
+/// Read from `r` while `buf` holds no allocation: into a small stack buffer, and
+/// only when bytes arrive allocate `buf` (`size` bytes behind `room` bytes of
+/// header room) and copy them in. So a connection that stays idle holds no heap
+/// buffer, and one that wakes up pays one small copy.
+fn poll_read_idle<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    size: usize,
+    room: usize,
+) -> Poll<io::Result<usize>> {
+    let mut stack = [0u8; IDLE_READ];
+    let mut read = ReadBuf::new(&mut stack);
+    ready!(Pin::new(r).poll_read(cx, &mut read))?;
+    let got = read.filled();
+    if !got.is_empty() {
+        buf.reserve(size + room);
+        buf.put_bytes(0, room);
+        buf.extend_from_slice(got);
+    }
+    Poll::Ready(Ok(got.len()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Up {
     /// Reading local data.
@@ -237,6 +267,8 @@ struct Pump<L, S> {
     up: Up,
     up_buf: BytesMut,
     up_size: usize,
+    /// `up_buf` holds no allocation (a new or idle connection).
+    up_idle: bool,
     /// Frame bytes being written to the WebSocket stream.
     out: BytesMut,
     io_unflushed: bool,
@@ -247,6 +279,8 @@ struct Pump<L, S> {
     rx: Rx,
     rx_buf: BytesMut,
     rx_size: usize,
+    /// `rx_buf` holds no allocation (a new or idle connection).
+    rx_idle: bool,
     in_message: bool,
     message_bytes: u64,
     /// Payload bytes being written to the local side.
@@ -287,11 +321,13 @@ where
             up: Up::Open,
             up_buf: BytesMut::new(),
             up_size: MIN_READ,
+            up_idle: true,
             out: BytesMut::new(),
             io_unflushed: false,
             pong: None,
             down: Down::Open,
             rx: Rx::Header,
+            rx_idle: ws.buffered.is_empty(),
             rx_buf: ws.buffered,
             rx_size: MIN_READ,
             in_message: false,
@@ -416,15 +452,27 @@ where
                 }
             }
             // Need more bytes. Reclaim the buffer once the last piece was written.
-            if self.rx_buf.capacity() - self.rx_buf.len() < self.rx_size / 2 {
+            if !self.rx_idle && self.rx_buf.capacity() - self.rx_buf.len() < self.rx_size / 2 {
                 self.rx_buf
                     .reserve(self.rx_size - self.rx_buf.len().min(self.rx_size / 2));
             }
-            let before = self.rx_buf.len();
-            let spare = self.rx_buf.capacity() - before;
-            match ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rx_buf)) {
+            // Grow only when a real buffer was filled, not the idle stack one.
+            let spare = match self.rx_idle {
+                true => usize::MAX,
+                false => self.rx_buf.capacity() - self.rx_buf.len(),
+            };
+            let read = if self.rx_idle {
+                poll_read_idle(&mut self.io, cx, &mut self.rx_buf, self.rx_size, 0)
+            } else {
+                poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rx_buf)
+            };
+            match ready!(read) {
                 Ok(0) => return Poll::Ready(Ok(Event::Eof)),
                 Ok(n) => {
+                    if self.rx_idle {
+                        self.rx_idle = false;
+                        self.arm_release();
+                    }
                     self.last_rx = Instant::now();
                     self.ping_sent_at = None;
                     if n >= spare {
@@ -601,13 +649,22 @@ where
                 }
                 Up::Open => {}
             }
-            if self.up_buf.is_empty() {
+            if self.up_buf.is_empty() && !self.up_idle {
                 // Reclaims the previous allocation once the last frame is written.
                 self.up_buf.reserve(self.up_size + MAX_HEADER);
                 self.up_buf.put_bytes(0, MAX_HEADER);
             }
-            let spare = self.up_buf.capacity() - self.up_buf.len();
-            match poll_read_buf(Pin::new(&mut self.local), cx, &mut self.up_buf) {
+            let spare = match self.up_idle {
+                true => usize::MAX,
+                false => self.up_buf.capacity() - self.up_buf.len(),
+            };
+            let read = if self.up_idle {
+                let (size, buf) = (self.up_size, &mut self.up_buf);
+                poll_read_idle(&mut self.local, cx, buf, size, MAX_HEADER)
+            } else {
+                poll_read_buf(Pin::new(&mut self.local), cx, &mut self.up_buf)
+            };
+            match read {
                 Poll::Ready(Ok(0)) => {
                     self.up_buf.clear();
                     self.up = Up::Eof;
@@ -615,6 +672,10 @@ where
                 }
                 Poll::Ready(Ok(n)) => {
                     progress = true;
+                    if self.up_idle {
+                        self.up_idle = false;
+                        self.arm_release();
+                    }
                     self.stats.up += n as u64;
                     self.last_data = Instant::now();
                     if n >= spare {
@@ -691,6 +752,34 @@ where
         Poll::Ready(Ok(self.stats))
     }
 
+    /// A buffer was just allocated: make sure the timer looks at it again.
+    fn arm_release(&mut self) {
+        let at = Instant::now() + IDLE_RELEASE;
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    /// Give idle read buffers back: they are allocated again, small, when bytes
+    /// arrive. A buffer holding unconsumed bytes is kept.
+    fn release_buffers(&mut self) {
+        // Between polls `up_buf` holds at most the header room, never data.
+        if !self.up_idle && self.up_buf.len() <= MAX_HEADER {
+            self.up_buf = BytesMut::new();
+            self.up_idle = true;
+            self.up_size = MIN_READ;
+            #[cfg(test)]
+            tests::RELEASED.with(|n| n.set(n.get() + 1));
+        }
+        if !self.rx_idle && self.rx_buf.is_empty() {
+            self.rx_buf = BytesMut::new();
+            self.rx_idle = true;
+            self.rx_size = MIN_READ;
+            #[cfg(test)]
+            tests::RELEASED.with(|n| n.set(n.get() + 1));
+        }
+    }
+
     /// Keepalive and idle checks; `Pending` once the timer is armed again,
     /// `Ready(Ok(true))` when the connection should end now without error.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BridgeError>> {
@@ -718,10 +807,19 @@ where
                 self.timer.as_mut().reset(now + self.opts.pong_timeout);
                 return Poll::Ready(Ok(false));
             }
+            let active = self.last_data.max(self.last_rx);
+            if now >= active + IDLE_RELEASE {
+                self.release_buffers();
+            }
             let mut next = match self.ping_sent_at {
                 Some(sent) => sent + self.opts.pong_timeout,
                 None => self.last_rx + self.opts.ping_interval,
             };
+            if !(self.up_idle && self.rx_idle) {
+                // A buffer still in use is looked at again after a full period.
+                let at = active + IDLE_RELEASE;
+                next = next.min(if at > now { at } else { now + IDLE_RELEASE });
+            }
             if one_way {
                 next = next.min(self.last_data + self.opts.half_open_idle);
             }
@@ -745,6 +843,11 @@ mod tests {
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role as TRole;
+
+    thread_local! {
+        /// Read buffers released on this thread (the test's runtime).
+        pub(super) static RELEASED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     /// Our client framing on one end, tungstenite's server on the other: every test
     /// is also an interoperability check against an independent implementation.
@@ -839,6 +942,41 @@ mod tests {
         ));
         while server_ws.next().await.is_some() {}
         assert_eq!(pump.await.unwrap().unwrap(), Stats { up: 4, down: 1 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_give_buffers_back_and_wake_up_intact() {
+        let (client_ws, mut server_ws) = ws_pair(1 << 20).await;
+        let (local, mut app) = duplex(1 << 20);
+        let pump = tokio::spawn(run(local, client_ws, Options::default()));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for round in 0..3 {
+            app.write_all(&data).await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < data.len() {
+                match server_ws.next().await.unwrap().unwrap() {
+                    Message::Binary(b) => got.extend_from_slice(&b),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(got == data, "round {round}: up bytes differ");
+            server_ws
+                .send(Message::Binary(Bytes::from(data.clone())))
+                .await
+                .unwrap();
+            let mut back = vec![0u8; data.len()];
+            app.read_exact(&mut back).await.unwrap();
+            assert!(back == data, "round {round}: down bytes differ");
+            // Virtual time: long enough for both buffers to be released.
+            let before = RELEASED.with(|n| n.get());
+            tokio::time::sleep(IDLE_RELEASE * 3).await;
+            assert_eq!(RELEASED.with(|n| n.get()) - before, 2, "round {round}");
+        }
+        app.shutdown().await.unwrap();
+        while server_ws.next().await.is_some() {}
+        let stats = pump.await.unwrap().unwrap();
+        assert_eq!(stats.up, 3 * data.len() as u64);
+        assert_eq!(stats.down, 3 * data.len() as u64);
     }
 
     #[tokio::test]
