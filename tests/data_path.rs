@@ -248,3 +248,26 @@ fn through_an_http_proxy_from_the_environment() {
     let line = requests.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(line, "CONNECT db.test:80 HTTP/1.1");
 }
+
+#[test]
+fn second_tls_connection_resumes_the_session() {
+    let origin = EchoOrigin::start();
+    let dir = crate::support::tempdir();
+    write_test_pki(dir.path(), &["echo.test"]);
+    let d = dir.path().display();
+    let edge = Edge::start_with(
+        &app("echo.test", origin.addr),
+        &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
+    );
+    let ca = format!("{d}/ca.pem");
+    let mut args: Vec<&str> = SERVICE.to_vec();
+    args.extend(["--ca-file", &ca, "--log-level", "debug"]);
+    let (mut tcp, local) = tunnel_tcp(&edge, "https://echo.test", &args);
+    for i in 0..2u64 {
+        let data = random_bytes(1000, i);
+        assert!(duplex_exchange(local, data.clone()) == data, "echo {i}");
+    }
+    tcp.wait_for("TLS handshake: Some(Resumed)", Duration::from_secs(10));
+    let log = tcp.stderr();
+    assert_eq!(log.matches("TLS handshake: Some(Full)").count(), 1, "{log}");
+}

@@ -328,6 +328,8 @@ async fn handshake(
                 addr: addr.to_string(),
                 detail: e.to_string(),
             })?;
+        let kind = tls.get_ref().1.handshake_kind();
+        tracing::debug!(host = %target.host, "TLS handshake: {kind:?}");
         EdgeStream::Tls(Box::new(tls))
     } else {
         EdgeStream::Plain(tcp)
