@@ -124,6 +124,11 @@ impl Target {
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(bad("the path holds spaces or control characters"));
         }
+        if path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(bad(
+                "the path holds characters a URL cannot carry; percent-encode them",
+            ));
+        }
         Ok(Target {
             host: host.to_ascii_lowercase(),
             port: port.unwrap_or(if tls { 443 } else { 80 }),
@@ -252,6 +257,14 @@ mod tests {
         );
         assert_eq!(t.url(), "wss://db.example.com/");
         assert_eq!(t.dial_addr(), "db.example.com:443");
+    }
+
+    #[test]
+    fn paths_a_url_cannot_carry_are_refused() {
+        // Found by the hostname fuzz target: this once panicked building the request.
+        let err = Target::parse("Cf/u@-Access-Token=abc/def`ghi").unwrap_err();
+        assert!(err.to_string().contains("percent-encode"), "{err}");
+        assert!(Target::parse("db.test/a%60b").is_ok());
     }
 
     #[test]
