@@ -32,7 +32,7 @@ pub enum EdgeStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<crate::tls::ReadAhead<TcpStream>>>),
 }
 
 /// An open, authenticated stream to the edge.
@@ -321,7 +321,7 @@ async fn handshake(
             }
         })?;
         let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
+            .connect(name, crate::tls::ReadAhead::new(tcp))
             .await
             .map_err(|e| DialError::Tls {
                 host: target.host.clone(),

@@ -42,7 +42,12 @@ pub async fn connection(
     let _ = tcp.set_nodelay(true);
     match &edge.tls {
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                acceptor.accept(crate::tls::ReadAhead::new(tcp)),
+            )
+            .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return debug!(%peer, "TLS handshake too slow; dropped"),
