@@ -7,10 +7,18 @@
 //! The fixed edge config and token issuer are made once per process: generating
 //! the RSA key takes far longer than a fuzz iteration.
 
+use std::future::{Future, poll_fn};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+use crate::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
 
 use crate::client::dial;
 use crate::client::target::{self, Credentials, Target};
@@ -48,8 +56,6 @@ const CLIENT_SECRET: &str = "secret-\u{2603}";
 
 /// Most request headers the edge accepts (hyper's default).
 const MAX_REQUEST_HEADERS: usize = 100;
-/// Most response headers the client accepts (tungstenite's limit).
-const MAX_RESPONSE_HEADERS: usize = 124;
 
 struct Fixture {
     config: Config,
@@ -102,25 +108,29 @@ pub fn edge_request(data: &[u8]) {
     }
 }
 
-/// The client's view of a refused handshake: `data` as an HTTP/1.1 response head
-/// (parsed as tungstenite does), classified for each kind of credentials.
+/// The client's view of a refused handshake: `data` as what the edge answered,
+/// parsed by [`dial::parse_response`] and classified for each kind of credentials.
 pub fn client_response(data: &[u8]) {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let Ok(httparse::Status::Complete(len)) = resp.parse(data) else {
-        return;
-    };
-    let (Some(code), Some(headers)) = (resp.code, header_map(resp.headers)) else {
-        return;
-    };
-    let Ok(mut response) = http::Response::builder()
-        .status(code)
-        .body((len < data.len()).then(|| data[len..].to_vec()))
-    else {
-        return;
-    };
-    *response.headers_mut() = headers;
     let base = Target::parse(CLIENT_HOST).expect("CLIENT_HOST is valid");
+    let (head, len) = match dial::parse_response(data) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return,
+        Err(detail) => {
+            // Shown as the dial error, in one line, like every other.
+            let message = dial::DialError::Protocol {
+                url: base.url(),
+                detail,
+            }
+            .to_string();
+            assert!(!message.contains('\n'), "message spans lines: {message:?}");
+            return;
+        }
+    };
+    assert!(len <= data.len(), "head of {len} bytes in {}", data.len());
+    // As the dialer does: what followed the head is the body.
+    let (parts, ()) = head.into_parts();
+    let body = (len < data.len()).then(|| data[len..].to_vec());
+    let response = http::Response::from_parts(parts, body);
     for credentials in [
         Credentials::None,
         Credentials::Token(Secret::new(CLIENT_TOKEN)),
@@ -186,6 +196,422 @@ pub fn hostname(data: &[u8]) {
     let _ = target::parse_header(s);
 }
 
+/// `data` as the byte stream a WebSocket peer sends, pumped by [`bridge::run`] as
+/// the edge (frames must be masked) and as the client, each against a local app
+/// and a peer on in-memory pipes, and checked against [`Reference`].
+pub fn frame(data: &[u8]) {
+    for run in FRAME_RUNS {
+        frame_run(data, run);
+    }
+}
+
+/// One way of running the bridge on a fuzz input.
+struct FrameRun {
+    /// Which end the bridge plays.
+    role: Role,
+    /// The local app shuts its write side at once (else after reading everything).
+    local_eof_first: bool,
+    /// `Options::peer_half_close`.
+    peer_half_close: bool,
+    /// Capacity of both pipes: small ones split reads and writes at odd places.
+    pipe: usize,
+    /// Hand the first third of the input over as bytes the handshake read ahead.
+    buffered: bool,
+}
+
+const FRAME_RUNS: &[FrameRun] = &[
+    FrameRun {
+        role: Role::Server,
+        local_eof_first: false,
+        peer_half_close: true,
+        pipe: 64 * 1024,
+        buffered: false,
+    },
+    FrameRun {
+        role: Role::Client,
+        local_eof_first: false,
+        peer_half_close: false,
+        pipe: 64 * 1024,
+        buffered: true,
+    },
+    FrameRun {
+        role: Role::Server,
+        local_eof_first: true,
+        peer_half_close: false,
+        pipe: 61,
+        buffered: true,
+    },
+    FrameRun {
+        role: Role::Client,
+        local_eof_first: true,
+        peer_half_close: true,
+        pipe: 7,
+        buffered: false,
+    },
+];
+
+fn frame_run(data: &[u8], run: &FrameRun) {
+    let max = match run.role {
+        Role::Server => bridge::EDGE_MAX_FRAME,
+        Role::Client => bridge::CLIENT_MAX_FRAME,
+    };
+    let expect = Reference::decode(data, run.role, max, true);
+    let split = if run.buffered { data.len() / 3 } else { 0 };
+    let (ours, peer) = duplex(run.pipe);
+    let (local, app) = duplex(run.pipe);
+    let ws = WebSocket::new(ours, run.role, max).with_buffered(BytesMut::from(&data[..split]));
+    let opts = Options {
+        peer_half_close: run.peer_half_close,
+        ..Options::default()
+    };
+    let rest = &data[split..];
+    let peer = async move {
+        let (mut rd, mut wr) = tokio::io::split(peer);
+        let write = async {
+            // The bridge may stop reading (an error, a close): the rest is lost.
+            let _ = wr.write_all(rest).await;
+            let _ = wr.shutdown().await;
+        };
+        let read = async {
+            let mut got = Vec::new();
+            let _ = rd.read_to_end(&mut got).await;
+            got
+        };
+        tokio::join!(write, read).1
+    };
+    let early = run.local_eof_first;
+    let app = async move {
+        let mut app = app;
+        if early {
+            let _ = app.shutdown().await;
+        }
+        let mut got = Vec::new();
+        let _ = app.read_to_end(&mut got).await;
+        if !early {
+            let _ = app.shutdown().await;
+        }
+        got
+    };
+    let all = async { tokio::join!(bridge::run(local, ws, opts), app, peer) };
+    let Some((result, got, sent)) = run_until_stalled(all) else {
+        panic!(
+            "{:?} bridge hangs: waits for a timer with its input all read ({:?})",
+            run.role, expect.end
+        );
+    };
+    let role = run.role;
+    // The local app sees exactly the payload, in order, whatever the outcome.
+    assert!(
+        got == expect.data,
+        "{role:?}: local got {} bytes, reference {} ({:?}, {result:?})",
+        got.len(),
+        expect.data.len(),
+        expect.end
+    );
+    match &result {
+        Ok(stats) => {
+            assert!(
+                expect.end != RefEnd::Violation { definite: true },
+                "{role:?}: accepted a stream the reference refuses ({stats:?})"
+            );
+            assert_eq!(
+                *stats,
+                Stats {
+                    up: 0,
+                    down: got.len() as u64
+                },
+                "{role:?}"
+            );
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.contains('\n'), "message spans lines: {message:?}");
+            assert!(
+                matches!(expect.end, RefEnd::Violation { .. }),
+                "{role:?}: refused a stream the reference accepts ({:?}): {message}",
+                expect.end
+            );
+            assert!(
+                matches!(
+                    e,
+                    BridgeError::Frame(_) | BridgeError::TextFrame | BridgeError::Fragmentation
+                ),
+                "{role:?}: not a framing error: {message}"
+            );
+        }
+    }
+    // What the bridge sent back must be well framed for the other end.
+    let peer_role = match role {
+        Role::Server => Role::Client,
+        Role::Client => Role::Server,
+    };
+    let back = Reference::decode(&sent, peer_role, u64::MAX, false);
+    // A failed connection is dropped, maybe in the middle of a frame.
+    let cut_ok = result.is_err() && back.end == RefEnd::Truncated;
+    assert!(
+        (matches!(back.end, RefEnd::Eof | RefEnd::Close(_)) || cut_ok) && back.used == sent.len(),
+        "{role:?}: sent bad frames ({:?}, or bytes after a close): {sent:?}",
+        back.end
+    );
+    assert!(
+        back.data.is_empty() && back.partial.is_none(),
+        "{role:?}: sent data it never read"
+    );
+    assert!(back.pings.is_empty(), "{role:?}: pinged without a timer");
+    // Pongs answer pings, the latest one when several wait (RFC 6455 5.5.3).
+    let mut pings = expect.pings.iter();
+    for pong in &back.pongs {
+        assert!(
+            pings.any(|p| p == pong),
+            "{role:?}: pong {pong:?} answers no ping"
+        );
+    }
+    assert!(back.markers <= 1, "{role:?}: sent EOF twice");
+    assert!(
+        back.markers == 0 || run.peer_half_close,
+        "{role:?}: sent the half-close marker to a peer that does not know it"
+    );
+    if let Some(close) = &back.close {
+        // Our close is the last frame, and carries no code or the peer's.
+        let echo = match &expect.end {
+            RefEnd::Close(payload) => payload.get(..2).unwrap_or(&[]),
+            _ => &[],
+        };
+        assert!(
+            close.is_empty() || close == echo,
+            "{role:?}: close payload {close:?}, peer's code {echo:?}"
+        );
+    }
+    if result.is_ok() && matches!(expect.end, RefEnd::Close(_) | RefEnd::Marker) {
+        assert!(
+            back.close.is_some(),
+            "{role:?}: ended after {:?} without a close frame",
+            expect.end
+        );
+    }
+}
+
+/// Run `fut` on this thread's runtime without ever letting time pass: poll it
+/// until it is done (`Some`), or until nothing it waits on can wake it but a timer
+/// (`None`). The pipes are in memory, so every wake-up happens inside a poll and
+/// a round with none means the future is stuck. The runtime's clock never runs
+/// (the future never yields to it), so the outcome cannot depend on speed.
+fn run_until_stalled<F: Future>(fut: F) -> Option<F::Output> {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime");
+    }
+    struct Woken(AtomicBool);
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let woken = Arc::new(Woken(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let mut fut = pin!(fut);
+    let drive = poll_fn(|_| {
+        let mut cx = Context::from_waker(&waker);
+        // A bound far above any input's needs: more rounds than this is a livelock.
+        for _ in 0..1_000_000 {
+            woken.0.store(false, Ordering::Relaxed);
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return Poll::Ready(Some(out));
+            }
+            if !woken.0.load(Ordering::Relaxed) {
+                return Poll::Ready(None);
+            }
+        }
+        panic!("no end after a million rounds of wake-ups: a livelock");
+    });
+    // Unconstrained: tokio's cooperative budget would otherwise make the pipes
+    // return `Pending` (and wake) forever inside this one poll.
+    RUNTIME.with(|rt| rt.block_on(tokio::task::unconstrained(drive)))
+}
+
+/// How the reference decoder's input ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RefEnd {
+    /// A close frame, with this payload.
+    Close(Vec<u8>),
+    /// An empty binary message: the peer's EOF.
+    Marker,
+    /// The bytes ran out between frames.
+    Eof,
+    /// The bytes ran out inside a frame.
+    Truncated,
+    /// A frame broke RFC 6455 or the tunnel protocol. `definite` when its whole
+    /// header arrived; otherwise the stream ended inside the offending header,
+    /// and giving up or calling it EOF are both right.
+    Violation {
+        /// The whole header arrived.
+        definite: bool,
+    },
+}
+
+/// A WebSocket byte stream decoded by the book, one byte at a time, independently
+/// of `frame`: what the bridge must make of it.
+#[derive(Debug)]
+struct Reference {
+    /// Binary payload bytes, unmasked, in order, up to where reading stops.
+    data: Vec<u8>,
+    /// Payload bytes of a data frame the stream ended inside.
+    partial: Option<usize>,
+    /// Each ping's payload.
+    pings: Vec<Vec<u8>>,
+    /// Each pong's payload.
+    pongs: Vec<Vec<u8>>,
+    /// Empty binary messages seen.
+    markers: usize,
+    /// The close frame's payload.
+    close: Option<Vec<u8>>,
+    /// Why decoding stopped.
+    end: RefEnd,
+    /// Bytes decoded, up to where decoding stopped.
+    used: usize,
+}
+
+impl Reference {
+    /// Decode `data` as received by `us`, refusing frames longer than `max`;
+    /// reading stops at a close frame, and at an empty message if `stop_at_marker`.
+    fn decode(data: &[u8], us: Role, max: u64, stop_at_marker: bool) -> Reference {
+        let mut r = Reference {
+            data: Vec::new(),
+            partial: None,
+            pings: Vec::new(),
+            pongs: Vec::new(),
+            markers: 0,
+            close: None,
+            end: RefEnd::Eof,
+            used: 0,
+        };
+        let mut bytes = data.iter().copied();
+        // Inside a fragmented message, and how many bytes it has carried so far.
+        let mut in_message = false;
+        let mut message_len = 0u64;
+        loop {
+            // The header: the first two bytes say how long the rest is.
+            let mut header = Vec::with_capacity(14);
+            loop {
+                let want = match header[..] {
+                    [_, b1, ..] => {
+                        let ext = match b1 & 0x7f {
+                            126 => 2,
+                            127 => 8,
+                            _ => 0,
+                        };
+                        2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+                    }
+                    _ => 2,
+                };
+                if header.len() == want {
+                    break;
+                }
+                let Some(b) = bytes.next() else {
+                    r.end = if header.is_empty() {
+                        RefEnd::Eof
+                    } else if ref_breaks_rules(&header, us, max, in_message) {
+                        RefEnd::Violation { definite: false }
+                    } else {
+                        RefEnd::Truncated
+                    };
+                    return r;
+                };
+                r.used += 1;
+                header.push(b);
+            }
+            if ref_breaks_rules(&header, us, max, in_message) {
+                r.end = RefEnd::Violation { definite: true };
+                return r;
+            }
+            let fin = header[0] & 0x80 != 0;
+            let opcode = header[0] & 0x0f;
+            let len = ref_len(&header).expect("a whole header");
+            let key = (header[1] & 0x80 != 0).then(|| {
+                let k = &header[header.len() - 4..];
+                [k[0], k[1], k[2], k[3]]
+            });
+            // The payload, unmasked byte by byte.
+            let control = opcode >= 8;
+            let mut payload = Vec::new();
+            let mut i = 0u64;
+            while i < len {
+                let Some(b) = bytes.next() else {
+                    if !control {
+                        r.data.extend_from_slice(&payload);
+                        r.partial = Some(payload.len());
+                    }
+                    r.end = RefEnd::Truncated;
+                    return r;
+                };
+                r.used += 1;
+                payload.push(b ^ key.map_or(0, |k| k[(i % 4) as usize]));
+                i += 1;
+            }
+            match opcode {
+                8 => {
+                    r.close = Some(payload.clone());
+                    r.end = RefEnd::Close(payload);
+                    return r;
+                }
+                9 => r.pings.push(payload),
+                10 => r.pongs.push(payload),
+                _ => {
+                    r.data.extend_from_slice(&payload);
+                    in_message = !fin;
+                    message_len += len;
+                    if fin {
+                        if message_len == 0 {
+                            r.markers += 1;
+                            if stop_at_marker {
+                                r.end = RefEnd::Marker;
+                                return r;
+                            }
+                        }
+                        message_len = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A frame's payload length, once the header bytes that carry it have arrived.
+fn ref_len(header: &[u8]) -> Option<u64> {
+    let b1 = *header.get(1)?;
+    Some(match b1 & 0x7f {
+        126 => u64::from(u16::from_be_bytes(header.get(2..4)?.try_into().ok()?)),
+        127 => u64::from_be_bytes(header.get(2..10)?.try_into().ok()?),
+        n => u64::from(n),
+    })
+}
+
+/// Whether the start of a header already breaks a rule of RFC 6455 section 5 or
+/// of the tunnel protocol, as received by `us` (`in_message`: a fragmented
+/// message is open).
+fn ref_breaks_rules(header: &[u8], us: Role, max: u64, in_message: bool) -> bool {
+    let [b0, b1, ..] = *header else {
+        return false;
+    };
+    let fin = b0 & 0x80 != 0;
+    let opcode = b0 & 0x0f;
+    let control = opcode >= 8;
+    let masked = b1 & 0x80 != 0;
+    let bad = b0 & 0x70 != 0 // no extension negotiated, so no RSV bit
+        || !matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10)
+        || masked != (us == Role::Server) // clients mask, servers don't
+        || (control && !fin)
+        || opcode == 1 // tunnels carry binary messages only
+        || (opcode == 0 && !in_message)
+        || (opcode == 2 && in_message);
+    bad || ref_len(header).is_some_and(|len| len > max || (control && len > 125))
+}
+
 /// Headers as hyper and tungstenite build them: any name or value `http` refuses
 /// fails the whole head.
 fn header_map(raw: &[httparse::Header<'_>]) -> Option<HeaderMap> {
@@ -204,4 +630,71 @@ fn assert_header_line(reason: &str) {
         HeaderValue::from_str(reason).is_ok() && !reason.contains('\n'),
         "reason is not one header line: {reason:?}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_decodes_rfc6455_examples() {
+        // Section 5.7: a masked "Hello", as a server receives it.
+        let masked = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let text = Reference::decode(&masked, Role::Server, 1 << 20, true);
+        assert_eq!(text.end, RefEnd::Violation { definite: true });
+        let mut binary = masked;
+        binary[0] = 0x82;
+        let r = Reference::decode(&binary, Role::Server, 1 << 20, true);
+        assert_eq!(
+            (&r.data[..], &r.end, r.used),
+            (&b"Hello"[..], &RefEnd::Eof, 11)
+        );
+        // A client must refuse it: servers do not mask.
+        let r = Reference::decode(&binary, Role::Client, 1 << 20, true);
+        assert_eq!(r.end, RefEnd::Violation { definite: true });
+        // A fragmented unmasked message, a ping inside it, then a close with a code.
+        let stream = [
+            0x02, 0x03, b'H', b'e', b'l', 0x89, 0x01, b'p', 0x80, 0x02, b'l', b'o', 0x88, 0x02,
+            0x03, 0xe8,
+        ];
+        let r = Reference::decode(&stream, Role::Client, 1 << 20, true);
+        assert_eq!(r.data, b"Hello");
+        assert_eq!(r.pings, [b"p".to_vec()]);
+        assert_eq!(r.end, RefEnd::Close(vec![0x03, 0xe8]));
+        // Cut inside the ping's header: truncated, not a violation.
+        let r = Reference::decode(&stream[..6], Role::Client, 1 << 20, true);
+        assert_eq!((&r.data[..], &r.end), (&b"Hel"[..], &RefEnd::Truncated));
+        // An empty message ends reading; a too-long frame is refused on its length.
+        let r = Reference::decode(&[0x82, 0x00, 0x82, 0x01, 1], Role::Client, 1, true);
+        assert_eq!((r.end, r.markers, r.used), (RefEnd::Marker, 1, 2));
+        let r = Reference::decode(&[0x82, 0x7e, 0x01, 0x00], Role::Client, 255, true);
+        assert_eq!(r.end, RefEnd::Violation { definite: true });
+    }
+
+    #[test]
+    fn a_stall_is_told_from_progress() {
+        let sleep = async { tokio::time::sleep(std::time::Duration::from_millis(1)).await };
+        assert!(run_until_stalled(sleep).is_none());
+        let echo = async {
+            let (mut a, mut b) = duplex(3);
+            let write = async {
+                a.write_all(b"through a tiny pipe").await.unwrap();
+                drop(a);
+            };
+            let mut got = Vec::new();
+            tokio::join!(write, b.read_to_end(&mut got)).1.unwrap();
+            got
+        };
+        assert_eq!(run_until_stalled(echo).unwrap(), b"through a tiny pipe");
+    }
+
+    #[test]
+    fn bridge_agrees_on_a_plain_stream() {
+        frame(&[0x82, 0x02, b'h', b'i', 0x88, 0x00]);
+        let mut masked = vec![0x82, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        masked.extend_from_slice(&[0x88, 0x80, 9, 9, 9, 9]);
+        frame(&masked);
+    }
 }

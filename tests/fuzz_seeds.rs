@@ -53,3 +53,8 @@ fn edge_config() {
 fn hostname() {
     replay("hostname", tunnel::fuzzing::hostname);
 }
+
+#[test]
+fn frame() {
+    replay("frame", tunnel::fuzzing::frame);
+}
