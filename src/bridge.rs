@@ -161,6 +161,10 @@ pub enum BridgeError {
     /// The peer interleaved messages (a new one began before the last ended).
     #[error("websocket: peer sent a continuation frame out of place")]
     Fragmentation,
+    /// The peer's stream ended before its EOF signal (marker or close frame): what
+    /// it sent may be incomplete, so the local side must not see a clean end.
+    #[error("the peer's stream ended without a close frame{}; data may be missing", if *.0 { " in the middle of a frame" } else { "" })]
+    Truncated(bool),
     /// Nothing arrived in answer to a ping.
     #[error("peer silent for {0:?} after a ping; presumed dead")]
     Dead(Duration),
@@ -185,6 +189,12 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), pump.io.shutdown()).await;
     }
     result
+}
+
+/// Close codes an endpoint may put on the wire (RFC 6455 7.4): echoing any other
+/// would make us the one breaking the protocol.
+fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Read from `r` while `buf` holds no allocation: into a small stack buffer, and
@@ -510,7 +520,7 @@ where
             match self.poll_event(cx) {
                 Poll::Ready(Ok(event)) => {
                     progress = true;
-                    self.on_event(event);
+                    self.on_event(event)?;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => {
@@ -543,7 +553,7 @@ where
         Ok(progress)
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) -> Result<(), BridgeError> {
         match event {
             Event::Data(piece) => {
                 self.last_data = Instant::now();
@@ -554,17 +564,27 @@ where
             Event::Control(OpCode::Ping, payload) => self.pong = Some(payload),
             Event::Control(OpCode::Close, payload) => {
                 self.peer_closed = true;
-                self.close_code = payload.get(..2).map(|c| [c[0], c[1]]);
+                self.close_code = payload
+                    .get(..2)
+                    .map(|c| [c[0], c[1]])
+                    .filter(|c| sendable_close_code(u16::from_be_bytes(*c)));
                 self.down = Down::Closing;
             }
             Event::Control(..) => {}
-            // A vanished peer: the same as a close, but there is nobody to reply to.
+            // Cut off before its EOF signal: say so, never a clean end.
+            Event::Eof if self.down == Down::Open => {
+                return Err(BridgeError::Truncated(matches!(
+                    self.rx,
+                    Rx::Payload { .. }
+                )));
+            }
+            // Its data is complete; there is nobody left to reply to.
             Event::Eof => {
                 self.peer_closed = true;
                 self.close_sent = true;
-                self.down = Down::Closing;
             }
         }
+        Ok(())
     }
 
     /// A control frame (or an empty data frame) with `payload`, ready to write.

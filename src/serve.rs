@@ -87,3 +87,9 @@ pub async fn run<H, F>(
 pub fn raise_fd_limit() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
 }
+
+/// Make the next close of `socket` a reset (RST) instead of an orderly FIN: for a
+/// stream cut short, so the peer sees an error rather than a clean end.
+pub fn abort(socket: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
+}

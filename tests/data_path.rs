@@ -271,3 +271,28 @@ fn second_tls_connection_resumes_the_session() {
     let log = tcp.stderr();
     assert_eq!(log.matches("TLS handshake: Some(Full)").count(), 1, "{log}");
 }
+
+#[test]
+fn an_edge_that_vanishes_mid_stream_resets_the_local_connection() {
+    // The origin sends a first part of its reply and then waits forever.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&[7u8; 1000]).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let mut edge = Edge::start(&app("db.test", origin));
+    let (_tcp, local) = tunnel_tcp(&edge, "http://db.test", &SERVICE);
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut first = [0u8; 1000];
+    s.read_exact(&mut first).unwrap();
+    // SIGKILL: the edge's sockets close without a WebSocket close frame.
+    edge.proc.child.kill().unwrap();
+    let mut rest = [0u8; 16];
+    let err = s
+        .read(&mut rest)
+        .expect_err("a cut stream must not end like a complete one");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

@@ -98,10 +98,17 @@ pub async fn serve(
     .await;
 }
 
-async fn handle(socket: TcpStream, peer: SocketAddr, target: &Target) {
+async fn handle(mut socket: TcpStream, peer: SocketAddr, target: &Target) {
     let _ = socket.set_nodelay(true);
-    match super::serve_stream(socket, target).await {
+    match super::serve_stream(&mut socket, target).await {
         Ok(stats) => debug!(%peer, up = stats.up, down = stats.down, "connection closed"),
-        Err(e) => warn!(%peer, "connection failed: {e}"),
+        Err(e) => {
+            if matches!(e, super::ConnError::Bridge { .. }) {
+                // Cut mid-stream: reset, so the app cannot take what it got for a
+                // complete reply.
+                crate::serve::abort(&socket);
+            }
+            warn!(%peer, "connection failed: {e}")
+        }
     }
 }

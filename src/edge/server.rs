@@ -224,9 +224,14 @@ async fn route(
             peer_half_close: half_close,
             ..Default::default()
         };
-        match bridge::run(origin, ws, opts).await {
+        let mut origin = origin;
+        match bridge::run(&mut origin, ws, opts).await {
             Ok(s) => info!(%peer, ray, up = s.up, down = s.down, "stream closed"),
-            Err(e) => warn!(%peer, ray, "stream failed: {e}"),
+            Err(e) => {
+                // The origin must not take a cut stream for a complete one.
+                crate::serve::abort(&origin);
+                warn!(%peer, ray, "stream failed: {e}")
+            }
         }
     });
     let mut response = Response::builder()
