@@ -1,16 +1,23 @@
 //! End-to-end benchmark: the real `tunnel` binary (edge and client as separate
 //! processes) against raw loopback TCP (the ceiling) and the relay limit (the same
-//! three hops through plain TCP relays), side by side in one run.
+//! three hops through plain TCP relays), side by side in one run; optionally other
+//! clients (peers) on the same paths, and a WAN figure across an emulated link.
 //!
 //! `cargo bench --bench e2e` (or `scripts/bench.sh`). Knobs: `BENCH_BYTES` (per
 //! throughput figure, default 1 GiB), `BENCH_RTT` (round trips, 10000),
-//! `BENCH_SETUP` (connections, 500), `BENCH_IDLE` (idle connections, 1000),
-//! `BENCH_ROUNDS` (repeat and report medians, 1). Prints one table and writes
-//! `target/bench/results.json`. Run without `--bench` (as `cargo test --benches`
-//! does) it makes one tiny pass, to prove the harness works.
+//! `BENCH_SETUP` (connections, 500), `BENCH_IDLE` (idle connection counts, a
+//! comma-separated list, `1000,10000`), `BENCH_ROUNDS` (repeat and report medians,
+//! 1), `BENCH_PEERS=1` or `--peers` (also measure `websocat` and `wstunnel` from
+//! `PATH`), `BENCH_WAN_BYTES` (per WAN figure, 32 MiB), `BENCH_WAN_NETEM=off` (WAN
+//! over the bare veth, where the kernel lacks netem), `BENCH_WAN=off` (no WAN).
+//! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
+//! `cargo test --benches` does) it makes one tiny pass without the WAN section, to
+//! prove the harness works, and writes `target/bench/smoke.json`.
 
 mod measure;
+mod peers;
 mod setup;
+mod wan;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +25,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+/// An integer knob from the environment, or `default`.
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -28,38 +36,21 @@ fn env(name: &str, default: u64) -> u64 {
 /// Figures for one path, by name.
 type Figures = BTreeMap<&'static str, f64>;
 
+/// Every per-path figure: throughput, latency percentiles and connection setup.
 fn path_figures(addr: SocketAddr, bytes: u64, rtt: usize, conns: usize) -> Figures {
     let mut f = Figures::new();
     f.insert("upload_gbps", measure::upload(addr, bytes));
     f.insert("download_gbps", measure::download(addr, bytes));
     f.insert("parallel8_gbps", measure::parallel_upload(addr, 8, bytes));
     f.insert("parallel64_gbps", measure::parallel_upload(addr, 64, bytes));
-    for (name, size) in [("rtt1", 1usize), ("rtt1k", 1024)] {
+    for (size, keys) in [
+        (1usize, ["rtt1_p50_us", "rtt1_p99_us", "rtt1_p999_us"]),
+        (1024, ["rtt1k_p50_us", "rtt1k_p99_us", "rtt1k_p999_us"]),
+    ] {
         let p = measure::latency(addr, size, rtt);
-        f.insert(
-            if name == "rtt1" {
-                "rtt1_p50_us"
-            } else {
-                "rtt1k_p50_us"
-            },
-            p.p50,
-        );
-        f.insert(
-            if name == "rtt1" {
-                "rtt1_p99_us"
-            } else {
-                "rtt1k_p99_us"
-            },
-            p.p99,
-        );
-        f.insert(
-            if name == "rtt1" {
-                "rtt1_p999_us"
-            } else {
-                "rtt1k_p999_us"
-            },
-            p.p999,
-        );
+        f.insert(keys[0], p.p50);
+        f.insert(keys[1], p.p99);
+        f.insert(keys[2], p.p999);
     }
     let (p, rate) = measure::setup(addr, conns);
     f.insert("setup_p50_us", p.p50);
@@ -68,75 +59,182 @@ fn path_figures(addr: SocketAddr, bytes: u64, rtt: usize, conns: usize) -> Figur
     f
 }
 
-/// CPU seconds per GiB moved (up and down) by the client and the edge.
-fn cpu_per_gib(t: &setup::Tunnel, bytes: u64) -> (f64, f64) {
+/// CPU seconds per GiB moved (up and down) by the client and the server.
+fn cpu_per_gib(t: &setup::Stack, bytes: u64) -> (f64, f64) {
     let (c0, e0) = (
         setup::cpu_secs(t.client.child.id()),
-        setup::cpu_secs(t.edge.child.id()),
+        setup::cpu_secs(t.server.child.id()),
     );
     measure::upload(t.addr, bytes);
     measure::download(t.addr, bytes);
     let gib = 2.0 * bytes as f64 / (1u64 << 30) as f64;
     let (c1, e1) = (
         setup::cpu_secs(t.client.child.id()),
-        setup::cpu_secs(t.edge.child.id()),
+        setup::cpu_secs(t.server.child.id()),
     );
     ((c1 - c0) / gib, (e1 - e0) / gib)
 }
 
-/// KiB of RSS per idle connection, client and edge.
-fn idle_kib(t: &setup::Tunnel, n: usize) -> (f64, f64) {
+/// Idle figures for `n` connections held open: KiB of RSS per connection for the
+/// client and the server, and how many connections failed (to open, to echo at
+/// once, or to echo again after the memory was read).
+fn idle_kib(t: &setup::Stack, n: usize) -> (f64, f64, usize) {
     let (c0, e0) = (
         setup::rss_kib(t.client.child.id()),
-        setup::rss_kib(t.edge.child.id()),
+        setup::rss_kib(t.server.child.id()),
     );
-    let held = measure::idle(t.addr, n);
+    let (mut held, failed_open) = measure::idle(t.addr, n);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (c1, e1) = (
         setup::rss_kib(t.client.child.id()),
-        setup::rss_kib(t.edge.child.id()),
+        setup::rss_kib(t.server.child.id()),
     );
+    let failed_echo = measure::idle_check(&mut held);
     drop(held);
+    // Let both sides close them before anything else is measured.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     (
         (c1 as f64 - c0 as f64) / n as f64,
         (e1 as f64 - e0 as f64) / n as f64,
+        failed_open + failed_echo,
     )
 }
 
+/// The middle value of `v`.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
+/// Raise the open-files limit for the bench and the processes it starts (they
+/// inherit it): as root past the hard limit, else up to it. Returns the soft limit.
+fn raise_nofile() -> u64 {
+    use rlimit::Resource;
+    let want = 1 << 20;
+    if rlimit::setrlimit(Resource::NOFILE, want, want).is_err() {
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+    }
+    rlimit::getrlimit(Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// Run the bench (or, re-executed with `--wan-origin`, serve the WAN origin).
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--wan-origin") {
+        wan::origin_main(args.get(i + 1).map_or("", String::as_str));
+        return;
+    }
+    let full = args.iter().any(|a| a == "--bench");
+    let want_peers =
+        args.iter().any(|a| a == "--peers") || std::env::var("BENCH_PEERS").is_ok_and(|v| v == "1");
     let scale = |name, full_default, smoke| if full { env(name, full_default) } else { smoke };
     let bytes = scale("BENCH_BYTES", 1 << 30, 4 << 20);
     let rtt = scale("BENCH_RTT", 10_000, 200) as usize;
     let conns = scale("BENCH_SETUP", 500, 20) as usize;
-    let idle = scale("BENCH_IDLE", 1000, 20) as usize;
     let rounds = scale("BENCH_ROUNDS", 1, 1).max(1) as usize;
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let wan_bytes = env("BENCH_WAN_BYTES", 32 << 20);
+    let idle_list = if full {
+        std::env::var("BENCH_IDLE").unwrap_or_else(|_| "1000,10000".into())
+    } else {
+        "20".into()
+    };
+    let mut idle: Vec<usize> = idle_list
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    // A proxy (our client and edge, a peer's) holds two descriptors per connection,
+    // and so does this process (the bench's end and the origin's); the processes
+    // inherit the limit.
+    let nofile = raise_nofile() as usize;
+    let cap = (nofile.saturating_sub(256) / 2) / 100 * 100;
+    if idle.iter().any(|&n| n > cap) {
+        println!(
+            "open-files limit {nofile} (the hard limit here): two descriptors per proxied \
+             connection, so idle counts are capped at {cap}"
+        );
+        idle.iter_mut().for_each(|n| *n = (*n).min(cap));
+        idle.dedup();
+    }
 
     let bin = Path::new(env!("CARGO_BIN_EXE_tunnel"));
     let origin = setup::origin();
     let relay = setup::relay(setup::relay(origin));
     let ws = setup::tunnel(bin, origin, false);
     let wss = setup::tunnel(bin, origin, true);
-    let paths: [(&str, SocketAddr); 4] = [
-        ("raw", origin),
-        ("relay", relay),
-        ("ws", ws.addr),
-        ("wss", wss.addr),
-    ];
+    let (peers, mut skipped) = if want_peers {
+        peers::start_all(origin)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    // Stacks with processes of their own, ours first.
+    let mut stacks: Vec<(&'static str, &setup::Stack)> = vec![("ws", &ws), ("wss", &wss)];
+    stacks.extend(peers.iter().map(|p| (p.name, &p.stack)));
+    let mut paths: Vec<(&'static str, SocketAddr)> = vec![("raw", origin), ("relay", relay)];
+    paths.extend(stacks.iter().map(|(n, s)| (*n, s.addr)));
 
+    // Say which of a stack's processes died, if one did, around a measurement of it.
+    let check = |name: &str, when: &str| {
+        for (_, t) in stacks.iter().filter(|(n, _)| *n == name) {
+            for line in t.dead() {
+                println!("{name}: {line} ({when})");
+            }
+        }
+    };
+    // A peer whose measurement fails is dropped with one line; ours fails the run.
+    let mut failed: Vec<&str> = Vec::new();
+    let mut guarded = |name: &'static str, f: &mut dyn FnMut()| {
+        if failed.contains(&name) {
+            return;
+        }
+        check(name, "before measuring it");
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            check(name, "after a measurement failed");
+            if name == "ws" || name == "wss" {
+                std::panic::resume_unwind(e);
+            }
+            let line = format!("{name}: a measurement failed (see above), path dropped");
+            println!("{line}");
+            skipped.push(line);
+            failed.push(name);
+        }
+    };
     let mut runs: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
     for _ in 0..rounds {
-        for (name, addr) in paths {
-            runs.entry(name)
-                .or_default()
-                .push(path_figures(addr, bytes, rtt, conns));
+        for &(name, addr) in &paths {
+            guarded(name, &mut || {
+                let f = path_figures(addr, bytes, rtt, conns);
+                runs.entry(name).or_default().push(f);
+            });
         }
+    }
+    let mut half_close: BTreeMap<&str, bool> = paths
+        .iter()
+        .map(|&(name, addr)| (name, measure::half_close(addr)))
+        .collect();
+
+    let mut processes = serde_json::Map::new();
+    for &(name, t) in &stacks {
+        guarded(name, &mut || {
+            let (c, s) = cpu_per_gib(t, bytes);
+            let mut p = json!({
+                "server_role": t.server_role,
+                "client_cpu_s_per_gib": c,
+                "server_cpu_s_per_gib": s,
+            });
+            for &n in &idle {
+                let (c, s, failed) = idle_kib(t, n);
+                p[format!("client_kib_per_idle_conn_{n}")] = json!(c);
+                p[format!("server_kib_per_idle_conn_{n}")] = json!(s);
+                p[format!("idle_failures_{n}")] = json!(failed);
+            }
+            processes.insert(name.to_string(), p);
+        });
+    }
+    for name in failed {
+        runs.remove(name);
+        half_close.remove(name);
+        processes.remove(name);
     }
     let figures: BTreeMap<&str, Figures> = runs
         .into_iter()
@@ -150,51 +248,46 @@ fn main() {
             )
         })
         .collect();
-    let mut extra = Figures::new();
-    for (name, t) in [("ws", &ws), ("wss", &wss)] {
-        let (c, e) = cpu_per_gib(t, bytes);
-        extra.insert(
-            if name == "ws" {
-                "ws_client_cpu_s_per_gib"
-            } else {
-                "wss_client_cpu_s_per_gib"
-            },
-            c,
-        );
-        extra.insert(
-            if name == "ws" {
-                "ws_edge_cpu_s_per_gib"
-            } else {
-                "wss_edge_cpu_s_per_gib"
-            },
-            e,
-        );
-        let (c, e) = idle_kib(t, idle);
-        extra.insert(
-            if name == "ws" {
-                "ws_client_kib_per_idle_conn"
-            } else {
-                "wss_client_kib_per_idle_conn"
-            },
-            c,
-        );
-        extra.insert(
-            if name == "ws" {
-                "ws_edge_kib_per_idle_conn"
-            } else {
-                "wss_edge_kib_per_idle_conn"
-            },
-            e,
-        );
-    }
 
-    print_table(&figures, &extra);
-    let json = json!({
-        "params": { "bytes": bytes, "round_trips": rtt, "setup_connections": conns, "idle_connections": idle, "rounds": rounds, "full": full },
+    let wan = if full && std::env::var("BENCH_WAN").map_or(true, |v| v != "off") {
+        Some(wan::section(bin, wan_bytes))
+    } else {
+        None
+    };
+
+    let order: Vec<&str> = paths
+        .iter()
+        .map(|p| p.0)
+        .filter(|p| figures.contains_key(p))
+        .collect();
+    print_table(&order, &figures, &half_close);
+    print_processes(&order, &processes);
+    if let Some(w) = &wan {
+        print_wan(w);
+    }
+    let mut json = json!({
+        "params": {
+            "bytes": bytes, "round_trips": rtt, "setup_connections": conns,
+            "idle_connections": idle, "nofile_limit": nofile, "rounds": rounds, "full": full, "peers": want_peers,
+        },
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "order": order,
         "paths": figures.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
-        "tunnel": extra,
+        "half_close": half_close,
+        "processes": processes,
     });
+    if want_peers {
+        json["peers"] = peers
+            .iter()
+            .filter(|p| figures.contains_key(p.name))
+            .map(|p| (p.name.to_string(), json!({ "version": p.version })))
+            .collect::<serde_json::Map<String, Value>>()
+            .into();
+        json["skipped"] = json!(skipped);
+    }
+    if let Some(w) = wan {
+        json["wan"] = w;
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     let file = if full { "results.json" } else { "smoke.json" };
@@ -202,40 +295,107 @@ fn main() {
     println!("\nwrote {}", dir.join(file).display());
 }
 
-fn print_table(f: &BTreeMap<&str, Figures>, extra: &Figures) {
+/// The main table: one column per path, then each non-baseline path over relay.
+fn print_table(order: &[&str], f: &BTreeMap<&str, Figures>, half_close: &BTreeMap<&str, bool>) {
     let rows = [
-        ("upload, 1 stream (Gbit/s)", "upload_gbps", true),
-        ("download, 1 stream (Gbit/s)", "download_gbps", true),
-        ("upload, 8 streams (Gbit/s)", "parallel8_gbps", true),
-        ("upload, 64 streams (Gbit/s)", "parallel64_gbps", true),
-        ("RTT 1 B p50 (us)", "rtt1_p50_us", false),
-        ("RTT 1 B p99 (us)", "rtt1_p99_us", false),
-        ("RTT 1 B p99.9 (us)", "rtt1_p999_us", false),
-        ("RTT 1 KiB p50 (us)", "rtt1k_p50_us", false),
-        ("RTT 1 KiB p99 (us)", "rtt1k_p99_us", false),
-        ("setup p50 (us)", "setup_p50_us", false),
-        ("setup p99 (us)", "setup_p99_us", false),
-        ("new connections/s", "conns_per_sec", true),
+        ("upload, 1 stream (Gbit/s)", "upload_gbps"),
+        ("download, 1 stream (Gbit/s)", "download_gbps"),
+        ("upload, 8 streams (Gbit/s)", "parallel8_gbps"),
+        ("upload, 64 streams (Gbit/s)", "parallel64_gbps"),
+        ("RTT 1 B p50 (us)", "rtt1_p50_us"),
+        ("RTT 1 B p99 (us)", "rtt1_p99_us"),
+        ("RTT 1 B p99.9 (us)", "rtt1_p999_us"),
+        ("RTT 1 KiB p50 (us)", "rtt1k_p50_us"),
+        ("RTT 1 KiB p99 (us)", "rtt1k_p99_us"),
+        ("setup p50 (us)", "setup_p50_us"),
+        ("setup p99 (us)", "setup_p99_us"),
+        ("new connections/s", "conns_per_sec"),
     ];
-    println!(
-        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "figure", "raw", "relay", "ws", "wss", "ws/relay", "wss/relay"
-    );
-    for (label, key, _higher_better) in rows {
-        let v = |p: &str| f[p][key];
-        println!(
-            "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.2} {:>10.2}",
-            label,
-            v("raw"),
-            v("relay"),
-            v("ws"),
-            v("wss"),
-            v("ws") / v("relay"),
-            v("wss") / v("relay")
-        );
+    let ratios: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|p| *p != "raw" && *p != "relay")
+        .collect();
+    let width = |name: &str| name.len().max(9);
+    let mut head = format!("{:<30}", "figure");
+    for p in order {
+        head += &format!(" {:>w$}", p, w = width(p));
     }
-    println!();
-    for (k, v) in extra {
-        println!("{k:<34} {v:>9.2}");
+    for p in &ratios {
+        let r = format!("{p}/relay");
+        head += &format!(" {:>w$}", r, w = r.len());
+    }
+    println!("\n{head}");
+    for (label, key) in rows {
+        let v = |p: &str| f[p][key];
+        let mut line = format!("{label:<30}");
+        for p in order {
+            line += &format!(" {:>w$.1}", v(p), w = width(p));
+        }
+        for p in &ratios {
+            line += &format!(" {:>w$.2}", v(p) / v("relay"), w = p.len() + 6);
+        }
+        println!("{line}");
+    }
+    let mut line = format!("{:<30}", "half-close gets through");
+    for p in order {
+        let yes = if half_close[p] { "yes" } else { "NO" };
+        line += &format!(" {:>w$}", yes, w = width(p));
+    }
+    println!("{line}");
+}
+
+/// Per-process figures (CPU per GiB, memory per idle connection), one column per
+/// client and server pair.
+fn print_processes(order: &[&str], processes: &serde_json::Map<String, Value>) {
+    let names: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|n| processes.contains_key(*n))
+        .collect();
+    let Some(first) = names.first().map(|n| &processes[*n]) else {
+        return;
+    };
+    let width = |name: &str| name.len().max(9);
+    let mut head = format!("\n{:<36}", "per process (server = edge for ours)");
+    for n in &names {
+        head += &format!(" {:>w$}", n, w = width(n));
+    }
+    println!("{head}");
+    let mut keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    keys.retain(|k| k.as_str() != "server_role");
+    keys.sort_by_key(|k| (!k.contains("cpu"), k.rsplit('_').next().unwrap().len(), *k));
+    for k in keys {
+        let mut line = format!("{k:<36}");
+        for n in &names {
+            let v = processes[*n][k.as_str()].as_f64().unwrap_or(f64::NAN);
+            line += &format!(" {:>w$.2}", v, w = width(n));
+        }
+        println!("{line}");
+    }
+}
+
+/// The WAN section: Mbit/s each way and the link's RTT, plain TCP against ours.
+fn print_wan(w: &Value) {
+    if w.get("skipped").is_some() {
+        return;
+    }
+    println!("\nWAN: {}", w["link"].as_str().unwrap_or(""));
+    println!(
+        "{:<30} {:>9} {:>9} {:>9}",
+        "figure", "tcp", "wss", "wss/tcp"
+    );
+    for (label, key) in [
+        ("upload, 1 stream (Mbit/s)", "upload_mbps"),
+        ("download, 1 stream (Mbit/s)", "download_mbps"),
+        ("RTT 1 B p50 (ms)", "rtt1_p50_ms"),
+    ] {
+        let v = |p: &str| w["paths"][p][key].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{label:<30} {:>9.2} {:>9.2} {:>9.2}",
+            v("tcp"),
+            v("wss"),
+            v("wss") / v("tcp")
+        );
     }
 }

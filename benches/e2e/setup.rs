@@ -1,71 +1,107 @@
 //! The bench's topology on loopback: one origin (upload sink, download source,
 //! echo), two plain TCP relays (the relay limit), and `tunnel edge` + `tunnel tcp` as
-//! separate processes of the real binary, over `ws://` and `wss://`.
+//! separate processes of the real binary, over `ws://` and `wss://`. Also the
+//! helpers the peers and the WAN section share: processes, certificates, `PATH`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Chunk size for writers and readers in the bench itself.
 pub const CHUNK: usize = 256 * 1024;
 
-/// Start the origin. A connection's first byte picks its mode: `U` reads to EOF
-/// then answers the byte count (8 bytes, little endian); `D` + u64 size writes that
-/// many bytes then closes; `E` echoes.
+/// Start the origin on loopback (see [`origin_on`]).
 pub fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    origin_on("127.0.0.1:0".parse().unwrap())
+}
+
+/// Start the origin on `bind`, on its own thread and single-threaded tokio runtime
+/// (so ten thousand idle connections cost tasks, not threads). A connection's first
+/// byte picks its mode: `U` reads to EOF then answers the byte count (8 bytes, little
+/// endian); `S` + u64 size reads that many bytes then answers the count; `D` + u64
+/// size writes that many bytes then closes; anything else echoes.
+pub fn origin_on(bind: SocketAddr) -> SocketAddr {
+    let listener = std::net::TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve_origin(conn));
-        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                match listener.accept().await {
+                    Ok((conn, _)) => {
+                        tokio::spawn(serve_origin(conn));
+                    }
+                    // Out of descriptors, say: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        });
     });
     addr
 }
 
-fn serve_origin(mut s: TcpStream) {
+/// Serve one origin connection in the mode its first byte names.
+async fn serve_origin(mut s: tokio::net::TcpStream) {
     let _ = s.set_nodelay(true);
-    let mut mode = [0u8; 1];
-    if s.read_exact(&mut mode).is_err() {
+    let Ok(mode) = s.read_u8().await else {
         return;
-    }
-    let mut buf = vec![0u8; CHUNK];
-    match mode[0] {
-        b'U' => {
-            let mut n = 0u64;
-            while let Ok(k) = s.read(&mut buf) {
-                if k == 0 {
-                    break;
+    };
+    match mode {
+        b'U' | b'S' => {
+            let limit = if mode == b'S' {
+                match s.read_u64_le().await {
+                    Ok(size) => size,
+                    Err(_) => return,
                 }
-                n += k as u64;
+            } else {
+                u64::MAX
+            };
+            let mut buf = vec![0u8; CHUNK];
+            let mut n = 0u64;
+            while n < limit {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k as u64,
+                }
             }
-            let _ = s.write_all(&n.to_le_bytes());
+            let _ = s.write_all(&n.to_le_bytes()).await;
         }
         b'D' => {
-            let mut size = [0u8; 8];
-            if s.read_exact(&mut size).is_err() {
+            let Ok(mut left) = s.read_u64_le().await else {
                 return;
-            }
-            let mut left = u64::from_le_bytes(size);
+            };
+            let buf = vec![0u8; CHUNK];
             while left > 0 {
                 let k = left.min(CHUNK as u64) as usize;
-                if s.write_all(&buf[..k]).is_err() {
+                if s.write_all(&buf[..k]).await.is_err() {
                     return;
                 }
                 left -= k as u64;
             }
         }
-        _ => loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(k) => {
-                    if s.write_all(&buf[..k]).is_err() {
-                        return;
+        _ => {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => {
+                        if s.write_all(&buf[..k]).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
-        },
+        }
     }
 }
 
@@ -82,7 +118,11 @@ pub fn relay(upstream: SocketAddr) -> SocketAddr {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((mut down, _)) = listener.accept().await {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 tokio::spawn(async move {
                     let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -99,12 +139,25 @@ pub fn relay(upstream: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// A child process killed on drop, whose stderr is drained by a thread.
+/// A child process killed on drop, whose stderr is drained by a thread (the last
+/// lines are kept for error messages).
 pub struct Proc {
     /// The child.
     pub child: Child,
+    /// What it was started as, for messages.
+    pub what: String,
+    /// Its last lines of stderr.
+    pub tail: Arc<Mutex<Vec<String>>>,
 }
 
+impl Proc {
+    /// The child's last stderr lines, joined, for an error message.
+    pub fn last_words(&self) -> String {
+        self.tail.lock().unwrap().join(" | ")
+    }
+}
+
+/// Kill and reap the child.
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -112,79 +165,208 @@ impl Drop for Proc {
     }
 }
 
-/// Spawn `bin args` and wait for its `listening on ADDR` line.
-pub fn spawn(bin: &Path, args: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
+/// Start `cmd` with stderr piped; a thread drains stderr into the tail, and hands
+/// the first `listening on ADDR` it sees to the returned receiver.
+fn start(mut cmd: Command) -> Result<(Proc, std::sync::mpsc::Receiver<SocketAddr>), String> {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tunnel");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("tunnel exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        .map_err(|e| format!("cannot start {what}: {e}"))?;
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let keep = tail.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+            {
+                let _ = tx.send(addr);
+            }
+            let mut t = keep.lock().unwrap();
+            t.push(line);
+            if t.len() > 5 {
+                t.remove(0);
+            }
         }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Proc { child }, addr)
+    });
+    Ok((Proc { child, what, tail }, rx))
 }
 
-/// An edge and a `tunnel tcp` client for `origin`, over TLS when `tls`.
-pub struct Tunnel {
-    /// The edge process.
-    pub edge: Proc,
-    /// The client process.
+/// Spawn `cmd` and wait (10 s at most) for its `listening on ADDR` line on stderr.
+pub fn spawn_cmd(cmd: Command) -> Result<(Proc, SocketAddr), String> {
+    let (mut p, rx) = start(cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+            return Ok((p, addr));
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return Err(format!(
+                "{} exited ({status}) before listening: {}",
+                p.what,
+                p.last_words()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} did not say where it listens", p.what));
+        }
+    }
+}
+
+/// Spawn `cmd`, which says nothing useful, and wait (10 s at most) until `addr`
+/// accepts TCP connections.
+pub fn spawn_listening(cmd: Command, addr: SocketAddr) -> Result<Proc, String> {
+    let (mut p, _) = start(cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return Err(format!("{} exited ({status}): {}", p.what, p.last_words()));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} never listened on {addr}", p.what));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A loopback port that was free a moment ago (for programs that cannot say which
+/// port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first executable called `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// The first line `bin --version` prints, or "unknown".
+pub fn version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Write a fresh CA (`ca.pem`) and a certificate for `name` signed by it
+/// (`edge.crt`, `edge.key`) into `dir`.
+pub fn write_certs(dir: &Path, name: &str) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let cert = params
+        .signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key))
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("edge.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("edge.key"), key.serialize_pem()).unwrap();
+}
+
+/// A client process and the server it dials, in front of the origin: ours
+/// (`tunnel tcp` and `tunnel edge`) or a peer's.
+pub struct Stack {
+    /// The client process (where the bench connects).
     pub client: Proc,
+    /// The server process (the edge, for ours).
+    pub server: Proc,
+    /// What the server is called in figure names: `edge` for ours, else `server`.
+    pub server_role: &'static str,
     /// Where the client listens.
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// Certificates and configuration, removed on drop.
+    pub _dir: tempfile::TempDir,
 }
 
-/// Start `tunnel edge` and `tunnel tcp` for `origin`.
-pub fn tunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Tunnel {
+impl Stack {
+    /// Which of the two processes has exited (a zombie or gone), with its last words.
+    pub fn dead(&self) -> Vec<String> {
+        [("client", &self.client), (self.server_role, &self.server)]
+            .into_iter()
+            .filter(|(_, p)| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.child.id()));
+                stat.map_or(true, |s| {
+                    s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+                })
+            })
+            .map(|(role, p)| format!("{role} exited: {}", p.last_words()))
+            .collect()
+    }
+}
+
+/// Start `tunnel edge` and `tunnel tcp` for `origin` on loopback, over TLS when `tls`.
+pub fn tunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Stack {
+    tunnel_at(bin, origin, tls, None, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+/// Start `tunnel edge` listening on `listen` (inside network namespace `netns` when
+/// given) and a `tunnel tcp` client on loopback in this namespace that dials it.
+pub fn tunnel_at(
+    bin: &Path,
+    origin: SocketAddr,
+    tls: bool,
+    netns: Option<&str>,
+    listen: SocketAddr,
+) -> Result<Stack, String> {
     let dir = tempfile::tempdir().unwrap();
     let mut top = String::new();
     if tls {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["bench.test".to_string()]).unwrap();
-        let cert = params
-            .signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key))
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("edge.crt"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("edge.key"), key.serialize_pem()).unwrap();
+        write_certs(dir.path(), "bench.test");
         top = "tls_cert = \"edge.crt\"\ntls_key = \"edge.key\"\n".into();
     }
     let config = dir.path().join("edge.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nauth_domain = \"auth.bench.test\"\n{top}\
+            "listen = \"{listen}\"\nauth_domain = \"auth.bench.test\"\n{top}\
              [[apps]]\nhostname = \"bench.test\"\norigin = \"{origin}\"\nallow = [\"service:bench\"]\n\
              [[service_tokens]]\nname = \"bench\"\nclient_id = \"bench.access\"\nclient_secret = \"bench-secret\"\n"
         ),
     )
     .unwrap();
-    let (edge, edge_addr) = spawn(
-        bin,
-        &[
-            "edge",
-            "--config",
-            config.to_str().unwrap(),
-            "--log-level",
-            "info",
-        ],
-    );
+    let mut edge_cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    edge_cmd
+        .arg("edge")
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "info"])
+        .stdin(Stdio::null());
+    let (edge, edge_addr) = spawn_cmd(edge_cmd)?;
     let ca = dir.path().join("ca.pem");
     let edge_addr = edge_addr.to_string();
     let mut args = vec![
@@ -207,13 +389,16 @@ pub fn tunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Tunnel {
     if tls {
         args.extend(["--ca-file", ca.to_str().unwrap()]);
     }
-    let (client, addr) = spawn(bin, &args);
-    Tunnel {
-        edge,
+    let mut client_cmd = Command::new(bin);
+    client_cmd.args(&args).stdin(Stdio::null());
+    let (client, addr) = spawn_cmd(client_cmd)?;
+    Ok(Stack {
         client,
+        server: edge,
+        server_role: "edge",
         addr,
         _dir: dir,
-    }
+    })
 }
 
 /// Resident memory of a process, KiB.
