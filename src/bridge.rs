@@ -53,9 +53,10 @@ use tokio_util::io::poll_read_buf;
 pub use crate::frame::Role;
 use crate::frame::{self, FrameError, MAX_HEADER, MaskKeys, OpCode};
 
-/// Smallest read buffer, each direction: what an idle or interactive connection
-/// holds.
-pub const MIN_READ: usize = 8 * 1024;
+/// Smallest read buffer, each direction: what an interactive connection holds
+/// (an idle one holds none). Small, because thousands of connections each touch
+/// their buffers; bulk transfer doubles it within a few reads.
+pub const MIN_READ: usize = 2 * 1024;
 /// Largest read buffer: reached only while reads keep filling the buffer (bulk
 /// transfer); one read becomes one WebSocket frame of at most this size.
 pub const MAX_READ: usize = 256 * 1024;

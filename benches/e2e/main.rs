@@ -84,7 +84,9 @@ fn idle_kib(t: &setup::Stack, n: usize) -> (f64, f64, usize) {
         setup::rss_kib(t.server.child.id()),
     );
     let (mut held, failed_open) = measure::idle(t.addr, n);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Idle means quiet for longer than the bridge keeps buffers of a quiet
+    // connection: what a long-lived idle connection costs.
+    std::thread::sleep(tunnel::bridge::IDLE_RELEASE * 2);
     let (c1, e1) = (
         setup::rss_kib(t.client.child.id()),
         setup::rss_kib(t.server.child.id()),

@@ -51,7 +51,9 @@ pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnErr
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
-    let conn = connect(target).await?;
+    // Boxed: the handshake's state (TLS, HTTP) is large and needed only briefly;
+    // inline it would stay in every connection's task for its whole life.
+    let conn = Box::pin(connect(target)).await?;
     let opts = bridge::Options {
         peer_half_close: conn.peer_half_close,
         ..Default::default()
