@@ -86,7 +86,12 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 }
 
 /// Bytes [`ReadAhead`] asks the socket for at once.
-pub const READ_AHEAD: usize = 64 * 1024;
+pub const READ_AHEAD: usize = 128 * 1024;
+
+/// How much encrypted data rustls may queue for the socket (its default is 64 KiB):
+/// room for one whole bridge frame ([`crate::bridge::MAX_READ`]), so a frame is
+/// encrypted in one go instead of being accepted a quarter at a time.
+pub const TLS_BUFFER: usize = 256 * 1024 + 4096;
 
 /// A read-ahead buffer under TLS. rustls asks its transport for at most a few KiB
 /// per call (one 16 KiB record took four `recv` calls, measured with `strace -c`);

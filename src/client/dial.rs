@@ -328,6 +328,10 @@ async fn handshake(
                 addr: addr.to_string(),
                 detail: e.to_string(),
             })?;
+        let mut tls = tls;
+        tls.get_mut()
+            .1
+            .set_buffer_limit(Some(crate::tls::TLS_BUFFER));
         let kind = tls.get_ref().1.handshake_kind();
         tracing::debug!(host = %target.host, "TLS handshake: {kind:?}");
         EdgeStream::Tls(Box::new(tls))

@@ -48,7 +48,12 @@ pub async fn connection(
             )
             .await
             {
-                Ok(Ok(tls)) => tls,
+                Ok(Ok(mut tls)) => {
+                    tls.get_mut()
+                        .1
+                        .set_buffer_limit(Some(crate::tls::TLS_BUFFER));
+                    tls
+                }
                 Ok(Err(e)) => return debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return debug!(%peer, "TLS handshake too slow; dropped"),
             };
