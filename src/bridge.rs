@@ -198,27 +198,88 @@ fn sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// Read from `r` while `buf` holds no allocation: into a small stack buffer, and
-/// only when bytes arrive allocate `buf` (`size` bytes behind `room` bytes of
-/// header room) and copy them in. So a connection that stays idle holds no heap
-/// buffer, and one that wakes up pays one small copy.
-fn poll_read_idle<R: AsyncRead + Unpin>(
-    r: &mut R,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
+/// One direction's read buffer: reads land behind `room` bytes (for a frame
+/// header), it doubles from [`MIN_READ`] to [`MAX_READ`] while reads keep filling
+/// it, and an idle connection gives it back ([`ReadBuffer::release`]).
+struct ReadBuffer {
+    buf: BytesMut,
+    /// What the next allocation holds, besides the room.
     size: usize,
+    /// `buf` holds no allocation (a new or idle connection): reads go through
+    /// a small stack buffer first.
+    idle: bool,
     room: usize,
-) -> Poll<io::Result<usize>> {
-    let mut stack = [0u8; IDLE_READ];
-    let mut read = ReadBuf::new(&mut stack);
-    ready!(Pin::new(r).poll_read(cx, &mut read))?;
-    let got = read.filled();
-    if !got.is_empty() {
-        buf.reserve(size + room);
-        buf.put_bytes(0, room);
-        buf.extend_from_slice(got);
+}
+
+impl ReadBuffer {
+    /// A buffer starting with `buffered` bytes (already read elsewhere).
+    fn new(room: usize, buffered: BytesMut) -> Self {
+        ReadBuffer {
+            idle: buffered.is_empty(),
+            buf: buffered,
+            size: MIN_READ,
+            room,
+        }
     }
-    Poll::Ready(Ok(got.len()))
+
+    /// Read more from `r` after what is buffered; `Ok(0)` is EOF.
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.idle {
+            let n = ready!(self.poll_fill_idle(r, cx))?;
+            self.idle = n == 0;
+            return Poll::Ready(Ok(n));
+        }
+        if self.buf.is_empty() {
+            // Reclaims the previous allocation once its frames or pieces are gone.
+            self.buf.reserve(self.size + self.room);
+            self.buf.put_bytes(0, self.room);
+        } else if self.buf.capacity() - self.buf.len() < self.size / 2 {
+            self.buf
+                .reserve(self.size - self.buf.len().min(self.size / 2));
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        let n = ready!(poll_read_buf(Pin::new(r), cx, &mut self.buf))?;
+        if n >= spare {
+            self.size = (self.size * 2).min(MAX_READ);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Read while no buffer is allocated: into a small stack buffer, and only when
+    /// bytes arrive allocate one and copy them in. So a connection that stays idle
+    /// holds no heap buffer, and one that wakes up pays one small copy.
+    fn poll_fill_idle<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut stack = [0u8; IDLE_READ];
+        let mut read = ReadBuf::new(&mut stack);
+        ready!(Pin::new(r).poll_read(cx, &mut read))?;
+        let got = read.filled();
+        if !got.is_empty() {
+            self.buf.reserve(self.size + self.room);
+            self.buf.put_bytes(0, self.room);
+            self.buf.extend_from_slice(got);
+        }
+        Poll::Ready(Ok(got.len()))
+    }
+
+    /// Give the allocation back if it holds no unconsumed bytes (at most the empty
+    /// header room); it comes back small when bytes arrive. Whether it was released.
+    fn release(&mut self) -> bool {
+        if self.idle || self.buf.len() > self.room {
+            return false;
+        }
+        self.buf = BytesMut::new();
+        self.idle = true;
+        self.size = MIN_READ;
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,10 +337,7 @@ struct Pump<L, S> {
     masks: MaskKeys,
     // Up: local -> WebSocket.
     up: Up,
-    up_buf: BytesMut,
-    up_size: usize,
-    /// `up_buf` holds no allocation (a new or idle connection).
-    up_idle: bool,
+    up_buf: ReadBuffer,
     /// Frame bytes being written to the WebSocket stream.
     out: BytesMut,
     io_unflushed: bool,
@@ -288,10 +346,7 @@ struct Pump<L, S> {
     // Down: WebSocket -> local.
     down: Down,
     rx: Rx,
-    rx_buf: BytesMut,
-    rx_size: usize,
-    /// `rx_buf` holds no allocation (a new or idle connection).
-    rx_idle: bool,
+    rx_buf: ReadBuffer,
     in_message: bool,
     message_bytes: u64,
     /// Payload bytes being written to the local side.
@@ -330,17 +385,13 @@ where
             opts,
             masks: MaskKeys::new(),
             up: Up::Open,
-            up_buf: BytesMut::new(),
-            up_size: MIN_READ,
-            up_idle: true,
+            up_buf: ReadBuffer::new(MAX_HEADER, BytesMut::new()),
             out: BytesMut::new(),
             io_unflushed: false,
             pong: None,
             down: Down::Open,
             rx: Rx::Header,
-            rx_idle: ws.buffered.is_empty(),
-            rx_buf: ws.buffered,
-            rx_size: MIN_READ,
+            rx_buf: ReadBuffer::new(0, ws.buffered),
             in_message: false,
             message_bytes: 0,
             data: BytesMut::new(),
@@ -395,9 +446,9 @@ where
                     mask,
                     offset,
                     fin,
-                } if !self.rx_buf.is_empty() => {
-                    let k = left.min(self.rx_buf.len() as u64) as usize;
-                    let mut piece = self.rx_buf.split_to(k);
+                } if !self.rx_buf.buf.is_empty() => {
+                    let k = left.min(self.rx_buf.buf.len() as u64) as usize;
+                    let mut piece = self.rx_buf.buf.split_to(k);
                     if let Some(key) = mask {
                         frame::apply_mask(&mut piece, key, offset);
                     }
@@ -421,13 +472,13 @@ where
                 Rx::Payload { .. } => {}
                 Rx::Header => {
                     if let Some((h, n)) =
-                        frame::parse_header(&self.rx_buf, self.role, self.max_frame)?
+                        frame::parse_header(&self.rx_buf.buf, self.role, self.max_frame)?
                     {
                         if h.opcode.is_control() {
                             let total = n + h.len as usize;
-                            if self.rx_buf.len() >= total {
-                                self.rx_buf.advance(n);
-                                let mut payload = self.rx_buf.split_to(h.len as usize);
+                            if self.rx_buf.buf.len() >= total {
+                                self.rx_buf.buf.advance(n);
+                                let mut payload = self.rx_buf.buf.split_to(h.len as usize);
                                 if let Some(key) = h.mask {
                                     frame::apply_mask(&mut payload, key, 0);
                                 }
@@ -441,7 +492,7 @@ where
                                 (OpCode::Binary, false) | (OpCode::Continue, true) => {}
                                 _ => return Poll::Ready(Err(BridgeError::Fragmentation)),
                             }
-                            self.rx_buf.advance(n);
+                            self.rx_buf.buf.advance(n);
                             self.in_message = !h.fin;
                             if h.len > 0 {
                                 self.rx = Rx::Payload {
@@ -462,33 +513,16 @@ where
                     }
                 }
             }
-            // Need more bytes. Reclaim the buffer once the last piece was written.
-            if !self.rx_idle && self.rx_buf.capacity() - self.rx_buf.len() < self.rx_size / 2 {
-                self.rx_buf
-                    .reserve(self.rx_size - self.rx_buf.len().min(self.rx_size / 2));
-            }
-            // Grow only when a real buffer was filled, not the idle stack one.
-            let spare = match self.rx_idle {
-                true => usize::MAX,
-                false => self.rx_buf.capacity() - self.rx_buf.len(),
-            };
-            let read = if self.rx_idle {
-                poll_read_idle(&mut self.io, cx, &mut self.rx_buf, self.rx_size, 0)
-            } else {
-                poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rx_buf)
-            };
-            match ready!(read) {
+            // Need more bytes.
+            let woke = self.rx_buf.idle;
+            match ready!(self.rx_buf.poll_fill(&mut self.io, cx)) {
                 Ok(0) => return Poll::Ready(Ok(Event::Eof)),
-                Ok(n) => {
-                    if self.rx_idle {
-                        self.rx_idle = false;
+                Ok(_) => {
+                    if woke {
                         self.arm_release();
                     }
                     self.last_rx = Instant::now();
                     self.ping_sent_at = None;
-                    if n >= spare {
-                        self.rx_size = (self.rx_size * 2).min(MAX_READ);
-                    }
                 }
                 Err(e) => return Poll::Ready(Err(BridgeError::Io(e))),
             }
@@ -670,38 +704,20 @@ where
                 }
                 Up::Open => {}
             }
-            if self.up_buf.is_empty() && !self.up_idle {
-                // Reclaims the previous allocation once the last frame is written.
-                self.up_buf.reserve(self.up_size + MAX_HEADER);
-                self.up_buf.put_bytes(0, MAX_HEADER);
-            }
-            let spare = match self.up_idle {
-                true => usize::MAX,
-                false => self.up_buf.capacity() - self.up_buf.len(),
-            };
-            let read = if self.up_idle {
-                let (size, buf) = (self.up_size, &mut self.up_buf);
-                poll_read_idle(&mut self.local, cx, buf, size, MAX_HEADER)
-            } else {
-                poll_read_buf(Pin::new(&mut self.local), cx, &mut self.up_buf)
-            };
-            match read {
+            let woke = self.up_buf.idle;
+            match self.up_buf.poll_fill(&mut self.local, cx) {
                 Poll::Ready(Ok(0)) => {
-                    self.up_buf.clear();
+                    self.up_buf.buf.clear();
                     self.up = Up::Eof;
                     progress = true;
                 }
                 Poll::Ready(Ok(n)) => {
                     progress = true;
-                    if self.up_idle {
-                        self.up_idle = false;
+                    if woke {
                         self.arm_release();
                     }
                     self.stats.up += n as u64;
                     self.last_data = Instant::now();
-                    if n >= spare {
-                        self.up_size = (self.up_size * 2).min(MAX_READ);
-                    }
                     self.out = self.frame_up(n);
                 }
                 Poll::Ready(Err(e)) => return Err(BridgeError::LocalRead(e)),
@@ -725,12 +741,13 @@ where
         let mask = (self.role == Role::Client).then(|| self.masks.next_key());
         let h = frame::header_len(n, mask.is_some());
         let start = MAX_HEADER - h;
-        frame::write_header(&mut self.up_buf[start..MAX_HEADER], OpCode::Binary, mask, n);
+        let buf = &mut self.up_buf.buf;
+        frame::write_header(&mut buf[start..MAX_HEADER], OpCode::Binary, mask, n);
         if let Some(key) = mask {
-            frame::apply_mask(&mut self.up_buf[MAX_HEADER..], key, 0);
+            frame::apply_mask(&mut buf[MAX_HEADER..], key, 0);
         }
-        self.up_buf.advance(start);
-        self.up_buf.split()
+        buf.advance(start);
+        buf.split()
     }
 
     /// Both directions are done: send our close (if not yet), flush, and wait a
@@ -785,19 +802,11 @@ where
     /// arrive. A buffer holding unconsumed bytes is kept.
     fn release_buffers(&mut self) {
         // Between polls `up_buf` holds at most the header room, never data.
-        if !self.up_idle && self.up_buf.len() <= MAX_HEADER {
-            self.up_buf = BytesMut::new();
-            self.up_idle = true;
-            self.up_size = MIN_READ;
-            #[cfg(test)]
-            tests::RELEASED.with(|n| n.set(n.get() + 1));
-        }
-        if !self.rx_idle && self.rx_buf.is_empty() {
-            self.rx_buf = BytesMut::new();
-            self.rx_idle = true;
-            self.rx_size = MIN_READ;
-            #[cfg(test)]
-            tests::RELEASED.with(|n| n.set(n.get() + 1));
+        for buf in [&mut self.up_buf, &mut self.rx_buf] {
+            if buf.release() {
+                #[cfg(test)]
+                tests::RELEASED.with(|n| n.set(n.get() + 1));
+            }
         }
     }
 
@@ -836,7 +845,7 @@ where
                 Some(sent) => sent + self.opts.pong_timeout,
                 None => self.last_rx + self.opts.ping_interval,
             };
-            if !(self.up_idle && self.rx_idle) {
+            if !(self.up_buf.idle && self.rx_buf.idle) {
                 // A buffer still in use is looked at again after a full period.
                 let at = active + IDLE_RELEASE;
                 next = next.min(if at > now { at } else { now + IDLE_RELEASE });
