@@ -26,6 +26,17 @@ pub fn origin() -> SocketAddr {
 /// endian); `S` + u64 size reads that many bytes then answers the count; `D` + u64
 /// size writes that many bytes then closes; anything else echoes.
 pub fn origin_on(bind: SocketAddr) -> SocketAddr {
+    serve_on_thread(bind, serve_origin)
+}
+
+/// Accept on `bind` on a thread of its own with a single-threaded tokio runtime,
+/// spawning `handle` for every connection; backs off when accepting fails (out of
+/// descriptors, say) instead of spinning.
+fn serve_on_thread<F, Fut>(bind: SocketAddr, handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let listener = std::net::TcpListener::bind(bind).unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -34,14 +45,14 @@ pub fn origin_on(bind: SocketAddr) -> SocketAddr {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async move {
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 match listener.accept().await {
                     Ok((conn, _)) => {
-                        tokio::spawn(serve_origin(conn));
+                        tokio::task::spawn_local(handle(conn));
                     }
-                    // Out of descriptors, say: back off instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
@@ -108,35 +119,14 @@ async fn serve_origin(mut s: tokio::net::TcpStream) {
 /// A plain TCP relay to `upstream` (tokio `copy_bidirectional` with large buffers)
 /// on its own thread and runtime.
 pub fn relay(upstream: SocketAddr) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((mut down, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = down.set_nodelay(true);
-                    let _ = up.set_nodelay(true);
-                    let _ =
-                        tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, CHUNK, CHUNK)
-                            .await;
-                });
-            }
-        });
-    });
-    addr
+    serve_on_thread("127.0.0.1:0".parse().unwrap(), move |mut down| async move {
+        let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = down.set_nodelay(true);
+        let _ = up.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, CHUNK, CHUNK).await;
+    })
 }
 
 /// A child process killed on drop, whose stderr is drained by a thread (the last
