@@ -115,12 +115,15 @@ pub async fn connect(
             let b = stream.read_u8().await.map_err(|e| e.to_string())?;
             head.push(b);
         }
-        let status_line =
-            String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or_default())
-                .to_string();
-        match status_line.split_whitespace().nth(1) {
-            Some(code) if code.starts_with('2') => Ok(()),
-            _ => Err(format!("proxy answered {status_line:?}")),
+        match super::dial::parse_response(&head) {
+            Ok(Some((response, _))) if response.status().is_success() => Ok(()),
+            _ => {
+                let status_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+                Err(format!(
+                    "proxy answered {:?}",
+                    String::from_utf8_lossy(status_line)
+                ))
+            }
         }
     };
     tokio::time::timeout(limit, exchange)
