@@ -270,6 +270,12 @@ fn second_tls_connection_resumes_the_session() {
     tcp.wait_for("TLS handshake: Some(Resumed)", Duration::from_secs(10));
     let log = tcp.stderr();
     assert_eq!(log.matches("TLS handshake: Some(Full)").count(), 1, "{log}");
+    // Our client and edge agree on AES-128-GCM, the faster cipher (see tls.rs).
+    assert_eq!(
+        log.matches("Some(TLS13_AES_128_GCM_SHA256)").count(),
+        2,
+        "{log}"
+    );
 }
 
 #[test]

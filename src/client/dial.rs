@@ -332,8 +332,9 @@ async fn handshake(
         tls.get_mut()
             .1
             .set_buffer_limit(Some(crate::tls::TLS_BUFFER));
-        let kind = tls.get_ref().1.handshake_kind();
-        tracing::debug!(host = %target.host, "TLS handshake: {kind:?}");
+        let conn = tls.get_ref().1;
+        let (kind, suite) = (conn.handshake_kind(), conn.negotiated_cipher_suite());
+        tracing::debug!(host = %target.host, "TLS handshake: {kind:?}, {:?}", suite.map(|s| s.suite()));
         EdgeStream::Tls(Box::new(tls))
     } else {
         EdgeStream::Plain(tcp)
