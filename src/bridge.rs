@@ -83,6 +83,7 @@ pub struct WebSocket<S> {
     role: Role,
     max_frame: u64,
     buffered: BytesMut,
+    clean_eof: bool,
 }
 
 impl<S> WebSocket<S> {
@@ -93,7 +94,18 @@ impl<S> WebSocket<S> {
             role,
             max_frame,
             buffered: BytesMut::new(),
+            clean_eof: false,
         }
+    }
+
+    /// Whether `io` ends only by an authenticated close (TLS: `close_notify`; a cut
+    /// surfaces as an error instead). Then an end between messages is the peer
+    /// closing, not a cut: stock `cloudflared` ends every stream that way, with
+    /// `close_notify` and no close frame. Over plain TCP a killed peer's FIN looks
+    /// the same as a clean one, so there an end without close frame stays a cut.
+    pub fn with_clean_eof(mut self, clean: bool) -> Self {
+        self.clean_eof = clean;
+        self
     }
 
     /// Bytes the handshake read past its end: the first frames, already arrived.
@@ -333,6 +345,8 @@ struct Pump<L, S> {
     io: S,
     role: Role,
     max_frame: u64,
+    /// See [`WebSocket::with_clean_eof`].
+    clean_eof: bool,
     opts: Options,
     masks: MaskKeys,
     // Up: local -> WebSocket.
@@ -382,6 +396,7 @@ where
             io: ws.io,
             role: ws.role,
             max_frame: ws.max_frame,
+            clean_eof: ws.clean_eof,
             opts,
             masks: MaskKeys::new(),
             up: Up::Open,
@@ -607,7 +622,7 @@ where
             }
             Event::Control(..) => {}
             // Cut off before its EOF signal: say so, never a clean end.
-            Event::Eof if self.down == Down::Open => {
+            Event::Eof if self.down == Down::Open && !self.clean_end() => {
                 return Err(BridgeError::Truncated(matches!(
                     self.rx,
                     Rx::Payload { .. }
@@ -617,9 +632,20 @@ where
             Event::Eof => {
                 self.peer_closed = true;
                 self.close_sent = true;
+                if self.down == Down::Open {
+                    self.down = Down::Closing;
+                }
             }
         }
         Ok(())
+    }
+
+    /// The stream ended by an authenticated close between two messages.
+    fn clean_end(&self) -> bool {
+        self.clean_eof
+            && matches!(self.rx, Rx::Header)
+            && !self.in_message
+            && self.rx_buf.buf.is_empty()
     }
 
     /// A control frame (or an empty data frame) with `payload`, ready to write.
@@ -944,6 +970,62 @@ mod tests {
         app.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"reply");
         assert_eq!(pump.await.unwrap().unwrap(), Stats { up: 7, down: 5 });
+    }
+
+    /// Our edge framing against a stock (tungstenite) client that sends two messages,
+    /// then `extra` raw bytes, then ends its stream without a close frame. Returns the
+    /// pump's result and what reached the origin.
+    async fn end_without_close_frame(
+        clean_eof: bool,
+        extra: &[u8],
+    ) -> (Result<Stats, BridgeError>, Vec<u8>) {
+        let (a, b) = duplex(64 * 1024);
+        let ours = WebSocket::new(a, Role::Server, EDGE_MAX_FRAME).with_clean_eof(clean_eof);
+        let (local, mut origin) = duplex(64 * 1024);
+        let pump = tokio::spawn(run(local, ours, Options::default()));
+        let mut peer = WebSocketStream::from_raw_socket(b, TRole::Client, None).await;
+        for part in [&b"first "[..], b"second"] {
+            peer.send(Message::Binary(Bytes::copy_from_slice(part)))
+                .await
+                .unwrap();
+        }
+        let mut raw = peer.into_inner();
+        raw.write_all(extra).await.unwrap();
+        drop(raw);
+        let mut got = Vec::new();
+        let _ = origin.read_to_end(&mut got).await;
+        (pump.await.unwrap(), got)
+    }
+
+    #[tokio::test]
+    async fn an_authenticated_end_between_messages_is_a_clean_close() {
+        // Stock cloudflared: close_notify, then the socket closes; no close frame.
+        let (result, got) = end_without_close_frame(true, &[]).await;
+        assert_eq!(got, b"first second");
+        assert_eq!(result.unwrap(), Stats { up: 0, down: 12 });
+    }
+
+    #[tokio::test]
+    async fn an_end_without_close_frame_is_a_cut_unless_authenticated_and_between_messages() {
+        let (result, _) = end_without_close_frame(false, &[]).await;
+        assert!(
+            matches!(result, Err(BridgeError::Truncated(false))),
+            "{result:?}"
+        );
+        // A frame header promising 5 masked bytes, then only 2 of them.
+        let partial = [0x82, 0x85, 1, 2, 3, 4, b'a' ^ 1, b'b' ^ 2];
+        let (result, got) = end_without_close_frame(true, &partial).await;
+        assert!(
+            matches!(result, Err(BridgeError::Truncated(true))),
+            "{result:?}"
+        );
+        assert!(got.starts_with(b"first second"), "{got:?}");
+        // Half a header is a cut too.
+        let (result, _) = end_without_close_frame(true, &[0x82]).await;
+        assert!(
+            matches!(result, Err(BridgeError::Truncated(false))),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]

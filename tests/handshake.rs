@@ -173,3 +173,74 @@ fn our_client_sends_the_stock_handshake() {
     }
     assert_eq!(our_headers, stock_headers, "our handshake:\n{ours}");
 }
+
+/// Stock cloudflared ends a stream by closing its TLS session (close_notify) and the
+/// socket, with no WebSocket close frame. That is a clean end, not a cut: the origin
+/// must get every byte, then a FIN (a reset would drop what it had not read yet).
+#[test]
+fn edge_takes_cloudflared_close_notify_without_close_frame_as_a_clean_end() {
+    const TOTAL: usize = 4 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // A slow reader: the edge still holds data when the client goes away.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        tx.send((got, end)).unwrap();
+    });
+    let dir = crate::support::tempdir();
+    crate::support::write_test_pki(dir.path(), &["db.test"]);
+    let d = dir.path().display();
+    let edge = Edge::start_with(
+        &format!(
+            "[[apps]]\nhostname = \"db.test\"\norigin = \"{origin}\"\nallow = [\"service:ci\"]\n{CI_TOKEN}"
+        ),
+        &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
+    );
+    let config = tunnel::tls::client_config(Some(&dir.path().join("ca.pem"))).unwrap();
+    let name = "db.test".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(edge.addr).unwrap());
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tls.write_all(fixture("cloudflared-service-token.http").as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tls.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    // 64 KiB binary frames, masked as a client must (RFC 6455 5.3).
+    let mask = [9u8, 8, 7, 6];
+    let payload: Vec<u8> = (0..64 * 1024)
+        .map(|i| (i % 251) as u8 ^ mask[i % 4])
+        .collect();
+    for _ in 0..TOTAL / payload.len() {
+        tls.write_all(&[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0])
+            .unwrap();
+        tls.write_all(&mask).unwrap();
+        tls.write_all(&payload).unwrap();
+    }
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    drop(tls);
+    let (got, end) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        (got, end),
+        (TOTAL, Ok(())),
+        "bytes at the origin, and how it ended"
+    );
+}

@@ -362,7 +362,9 @@ async fn handshake(
             crate::bridge::Role::Client,
             crate::bridge::CLIENT_MAX_FRAME,
         )
-        .with_buffered(rest),
+        .with_buffered(rest)
+        // rustls reports a cut as an error: an end it reports is the edge's close_notify.
+        .with_clean_eof(target.tls),
     })
 }
 

@@ -211,6 +211,7 @@ async fn route(
     };
     crate::client::dial::tune(&origin);
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
+    let tls = edge.tls.is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
     info!(%peer, %host, %identity, %dest, ray, "stream opened");
     let task_ray = ray.clone();
@@ -224,7 +225,10 @@ async fn route(
             TokioIo::new(upgraded),
             bridge::Role::Server,
             bridge::EDGE_MAX_FRAME,
-        );
+        )
+        // Stock cloudflared ends its streams with close_notify and no close frame;
+        // rustls reports a cut as an error, so an end it reports is that.
+        .with_clean_eof(tls);
         let opts = bridge::Options {
             peer_half_close: half_close,
             ..Default::default()
