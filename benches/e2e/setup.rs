@@ -1,7 +1,8 @@
 //! The bench's topology on loopback: one origin (upload sink, download source,
 //! echo), two plain TCP relays (the relay limit), and `tunnel edge` + `tunnel tcp` as
 //! separate processes of the real binary, over `ws://` and `wss://`. Also the
-//! helpers the peers and the WAN section share: processes, certificates, `PATH`.
+//! helpers the peers and the WAN section share: processes, certificates, the edge,
+//! `PATH`.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -317,6 +318,9 @@ pub fn tunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Stack {
     tunnel_at(bin, origin, tls, None, "127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
+/// The service token every bench edge allows (`service:bench`), as id and secret.
+pub const TOKEN: (&str, &str) = ("bench.access", "bench-secret");
+
 /// Start `tunnel edge` listening on `listen` (inside network namespace `netns` when
 /// given) and a `tunnel tcp` client on loopback in this namespace that dials it.
 pub fn tunnel_at(
@@ -326,10 +330,58 @@ pub fn tunnel_at(
     netns: Option<&str>,
     listen: SocketAddr,
 ) -> Result<Stack, String> {
+    let (edge, edge_addr, dir) = edge(bin, origin, "bench.test", tls, netns, listen)?;
+    let ca = dir.path().join("ca.pem");
+    let edge_addr = edge_addr.to_string();
+    let mut args = vec![
+        "tcp",
+        "--hostname",
+        if tls {
+            "https://bench.test"
+        } else {
+            "http://bench.test"
+        },
+        "--connect-to",
+        &edge_addr,
+        "--url",
+        "127.0.0.1:0",
+        "--id",
+        TOKEN.0,
+        "--secret",
+        TOKEN.1,
+    ];
+    if tls {
+        args.extend(["--ca-file", ca.to_str().unwrap()]);
+    }
+    let mut client_cmd = Command::new(bin);
+    client_cmd.args(&args).stdin(Stdio::null());
+    let (client, addr) = spawn_cmd(client_cmd)?;
+    Ok(Stack {
+        client,
+        server: edge,
+        server_role: "edge",
+        addr,
+        _dir: dir,
+    })
+}
+
+/// Start `tunnel edge` listening on `listen` (inside network namespace `netns` when
+/// given) with one app, `app`, in front of `origin`, allowing [`TOKEN`]; over TLS
+/// when `tls`, with a certificate for `app` from a fresh CA. Returns the edge, the
+/// address it reports, and the directory holding its `edge.toml`, certificates and
+/// `ca.pem` (the CA a client must trust).
+pub fn edge(
+    bin: &Path,
+    origin: SocketAddr,
+    app: &str,
+    tls: bool,
+    netns: Option<&str>,
+    listen: SocketAddr,
+) -> Result<(Proc, SocketAddr, tempfile::TempDir), String> {
     let dir = tempfile::tempdir().unwrap();
     let mut top = String::new();
     if tls {
-        write_certs(dir.path(), "bench.test");
+        write_certs(dir.path(), app);
         top = "tls_cert = \"edge.crt\"\ntls_key = \"edge.key\"\n".into();
     }
     let config = dir.path().join("edge.toml");
@@ -337,8 +389,9 @@ pub fn tunnel_at(
         &config,
         format!(
             "listen = \"{listen}\"\nauth_domain = \"auth.bench.test\"\n{top}\
-             [[apps]]\nhostname = \"bench.test\"\norigin = \"{origin}\"\nallow = [\"service:bench\"]\n\
-             [[service_tokens]]\nname = \"bench\"\nclient_id = \"bench.access\"\nclient_secret = \"bench-secret\"\n"
+             [[apps]]\nhostname = \"{app}\"\norigin = \"{origin}\"\nallow = [\"service:bench\"]\n\
+             [[service_tokens]]\nname = \"bench\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+            TOKEN.0, TOKEN.1
         ),
     )
     .unwrap();
@@ -356,39 +409,8 @@ pub fn tunnel_at(
         .arg(&config)
         .args(["--log-level", "info"])
         .stdin(Stdio::null());
-    let (edge, edge_addr) = spawn_cmd(edge_cmd)?;
-    let ca = dir.path().join("ca.pem");
-    let edge_addr = edge_addr.to_string();
-    let mut args = vec![
-        "tcp",
-        "--hostname",
-        if tls {
-            "https://bench.test"
-        } else {
-            "http://bench.test"
-        },
-        "--connect-to",
-        &edge_addr,
-        "--url",
-        "127.0.0.1:0",
-        "--id",
-        "bench.access",
-        "--secret",
-        "bench-secret",
-    ];
-    if tls {
-        args.extend(["--ca-file", ca.to_str().unwrap()]);
-    }
-    let mut client_cmd = Command::new(bin);
-    client_cmd.args(&args).stdin(Stdio::null());
-    let (client, addr) = spawn_cmd(client_cmd)?;
-    Ok(Stack {
-        client,
-        server: edge,
-        server_role: "edge",
-        addr,
-        _dir: dir,
-    })
+    let (edge, addr) = spawn_cmd(edge_cmd)?;
+    Ok((edge, addr, dir))
 }
 
 /// Resident memory of a process, KiB.
