@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The bench with peers: other clients measured on the same paths in the same run
-# (websocat over ws://; wstunnel over ws:// and wss://), each skipped with one line
-# when it is not on PATH. target/peers/bin goes first on PATH.
+# (websocat over ws://; wstunnel over ws:// and wss://; stock `cloudflared access
+# tcp` against our own `tunnel edge` over wss://), each skipped with one line when
+# it is not on PATH. target/peers/bin goes first on PATH. cloudflared is never
+# built here: put a release binary on PATH to have it measured.
 #
 #   scripts/bench-peers.sh [--install] [cargo bench args...]
 #

@@ -7,9 +7,10 @@
 //! throughput figure, default 1 GiB), `BENCH_RTT` (round trips, 10000),
 //! `BENCH_SETUP` (connections, 500), `BENCH_IDLE` (idle connection counts, a
 //! comma-separated list, `1000,10000`), `BENCH_ROUNDS` (repeat and report medians,
-//! 1), `BENCH_PEERS=1` or `--peers` (also measure `websocat` and `wstunnel` from
-//! `PATH`), `BENCH_WAN_BYTES` (per WAN figure, 32 MiB), `BENCH_WAN_NETEM=off` (WAN
-//! over the bare veth, where the kernel lacks netem), `BENCH_WAN=off` (no WAN).
+//! 1), `BENCH_PEERS=1` or `--peers` (also measure `websocat`, `wstunnel` and
+//! `cloudflared` from `PATH`), `BENCH_WAN_BYTES` (per WAN figure, 32 MiB),
+//! `BENCH_WAN_NETEM=off` (WAN over the bare veth, where the kernel lacks netem),
+//! `BENCH_WAN=off` (no WAN).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to
 //! prove the harness works, and writes `target/bench/smoke.json`.
@@ -165,7 +166,7 @@ fn main() {
     let ws = setup::tunnel(bin, origin, false);
     let wss = setup::tunnel(bin, origin, true);
     let (peers, mut skipped) = if want_peers {
-        peers::start_all(origin)
+        peers::start_all(bin, origin)
     } else {
         (Vec::new(), Vec::new())
     };

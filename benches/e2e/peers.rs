@@ -1,17 +1,20 @@
 //! Other clients measured in the same run, when they are on `PATH`: `websocat`
 //! (client and server over `ws://`) and `wstunnel` (client and server over `ws://`
-//! and `wss://`), each in front of the same origin, with its shipped defaults.
-//! `cloudflared` is only detected: nothing here drives it.
+//! and `wss://`), each in front of the same origin, with its shipped defaults; and
+//! stock `cloudflared access tcp` against our own `tunnel edge` over `wss://` (the
+//! client Cloudflare ships, on the edge this project ships).
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::setup::{self, Proc, Stack};
 
 /// A peer's path: its name in the table, the program's version, and its processes.
 pub struct Peer {
-    /// Path name (`websocat`, `wstunnel-ws`, `wstunnel-wss`).
+    /// Path name (`websocat`, `wstunnel-ws`, `wstunnel-wss`, `cloudflared`).
     pub name: &'static str,
     /// The program's `--version` line.
     pub version: String,
@@ -19,9 +22,9 @@ pub struct Peer {
     pub stack: Stack,
 }
 
-/// Start every peer found on `PATH`; each one missing or failing to start adds one
-/// line to `skipped` (and is printed).
-pub fn start_all(origin: SocketAddr) -> (Vec<Peer>, Vec<String>) {
+/// Start every peer found on `PATH` (`cloudflared` with our edge, `tunnel`); each
+/// one missing or failing to start adds one line to `skipped` (and is printed).
+pub fn start_all(tunnel: &Path, origin: SocketAddr) -> (Vec<Peer>, Vec<String>) {
     let mut peers = Vec::new();
     let mut skipped = Vec::new();
     let mut skip = |line: String| {
@@ -56,10 +59,14 @@ pub fn start_all(origin: SocketAddr) -> (Vec<Peer>, Vec<String>) {
     }
     match setup::which("cloudflared") {
         None => skip("cloudflared: not on PATH, skipped".into()),
-        Some(bin) => skip(format!(
-            "cloudflared: found at {}, but this bench has no tested driver for it, skipped",
-            bin.display()
-        )),
+        Some(bin) => match cloudflared(&bin, tunnel, origin) {
+            Ok(stack) => peers.push(Peer {
+                name: "cloudflared",
+                version: setup::version(&bin),
+                stack,
+            }),
+            Err(e) => skip(format!("cloudflared: did not start, skipped: {e}")),
+        },
     }
     (peers, skipped)
 }
@@ -141,4 +148,64 @@ fn wstunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Result<Stack, String> 
         addr,
         _dir: dir,
     })
+}
+
+/// Stock `cloudflared access tcp` listening on loopback and dialing our `tunnel edge`
+/// over `wss://` with the edge's service token (from the environment, not the
+/// command line). `cloudflared` always dials TLS to the host of `--hostname` and
+/// checks the certificate against that name, so the app is `localhost` (which
+/// `/etc/hosts` maps to loopback) with a certificate for it from our CA, trusted
+/// through `SSL_CERT_FILE`. `HOME` is the stack's directory, so it neither reads nor
+/// writes the user's `~/.cloudflared`; it logs to `cloudflared.log` there (and to
+/// its stderr, drained); `NO_AUTOUPDATE` turns off update checks (`access` makes
+/// none anyway). Were the token refused, it would start a browser login instead:
+/// the first echo, within 10 s, catches that and the peer is skipped.
+fn cloudflared(bin: &Path, tunnel: &Path, origin: SocketAddr) -> Result<Stack, String> {
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let (server, edge_addr, dir) = setup::edge(tunnel, origin, "localhost", true, None, loopback)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], setup::free_port()).into();
+    let mut c = cmd(bin);
+    c.args(["access", "tcp", "--hostname"])
+        .arg(format!("localhost:{}", edge_addr.port()))
+        .arg("--url")
+        .arg(addr.to_string())
+        .arg("--logfile")
+        .arg(dir.path().join("cloudflared.log"))
+        .env("TUNNEL_SERVICE_TOKEN_ID", setup::TOKEN.0)
+        .env("TUNNEL_SERVICE_TOKEN_SECRET", setup::TOKEN.1)
+        .env("SSL_CERT_FILE", dir.path().join("ca.pem"))
+        .env("HOME", dir.path())
+        .env("NO_AUTOUPDATE", "true");
+    let client = setup::spawn_listening(c, addr)?;
+    let stack = Stack {
+        client,
+        server,
+        server_role: "edge",
+        addr,
+        _dir: dir,
+    };
+    // It dials the edge only when a connection arrives: prove one gets through.
+    echo_once(addr).map_err(|e| {
+        format!(
+            "no echo through it ({e}); cloudflared: {}; edge: {}",
+            stack.client.last_words(),
+            stack.server.last_words()
+        )
+    })?;
+    Ok(stack)
+}
+
+/// One short message through `addr` and back from the origin's echo (mode `E`),
+/// within 10 s.
+fn echo_once(addr: SocketAddr) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"Ehello")?;
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back)?;
+    if &back == b"hello" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("the echo came back different"))
+    }
 }
