@@ -6,13 +6,17 @@
 # use; the chart is skipped with a message when python3, venv or pip fail).
 # Knobs (env): BENCH_BYTES, BENCH_RTT, BENCH_SETUP, BENCH_IDLE (list, "1000,10000"),
 # BENCH_ROUNDS (report medians), BENCH_PEERS=1 (see scripts/bench-peers.sh),
-# BENCH_WAN_BYTES, BENCH_WAN_NETEM=off, BENCH_WAN=off. Arguments go to cargo bench
-# (so bench arguments follow `--`, e.g. `scripts/bench.sh -- --peers`). Run it on an
-# otherwise idle machine.
+# BENCH_WAN_SECS, BENCH_WAN_LINK=tun, BENCH_WAN_NETEM=off, BENCH_WAN=off,
+# BENCH_ONLY=wan (only the WAN section, to target/bench/wan.json, no chart).
+# Arguments go to cargo bench (so bench arguments follow `--`, e.g.
+# `scripts/bench.sh -- --peers`). Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo bench --bench e2e "$@"
+if [[ ${BENCH_ONLY:-} == wan ]]; then
+    exit 0
+fi
 
 venv=target/bench-venv
 chart() {

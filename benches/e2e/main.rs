@@ -8,9 +8,10 @@
 //! `BENCH_SETUP` (connections, 500), `BENCH_IDLE` (idle connection counts, a
 //! comma-separated list, `1000,10000`), `BENCH_ROUNDS` (repeat and report medians,
 //! 1), `BENCH_PEERS=1` or `--peers` (also measure `websocat`, `wstunnel` and
-//! `cloudflared` from `PATH`), `BENCH_WAN_BYTES` (per WAN figure, 32 MiB),
-//! `BENCH_WAN_NETEM=off` (WAN over the bare veth, where the kernel lacks netem),
-//! `BENCH_WAN=off` (no WAN).
+//! `cloudflared` from `PATH`), `BENCH_WAN_SECS` (per WAN throughput figure, 10),
+//! `BENCH_WAN_LINK=tun` (WAN over the userspace TUN link even where netem works),
+//! `BENCH_WAN_NETEM=off` (WAN over the bare veth), `BENCH_WAN=off` (no WAN),
+//! `BENCH_ONLY=wan` (only the WAN section, written to `target/bench/wan.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to
 //! prove the harness works, and writes `target/bench/smoke.json`.
@@ -18,6 +19,7 @@
 mod measure;
 mod peers;
 mod setup;
+mod tun;
 mod wan;
 
 use std::collections::BTreeMap;
@@ -135,7 +137,7 @@ fn main() {
     let rtt = scale("BENCH_RTT", 10_000, 200) as usize;
     let conns = scale("BENCH_SETUP", 500, 20) as usize;
     let rounds = scale("BENCH_ROUNDS", 1, 1).max(1) as usize;
-    let wan_bytes = env("BENCH_WAN_BYTES", 32 << 20);
+    let wan_secs = env("BENCH_WAN_SECS", 10);
     let idle_list = if full {
         std::env::var("BENCH_IDLE").unwrap_or_else(|_| "1000,10000".into())
     } else {
@@ -161,6 +163,19 @@ fn main() {
     }
 
     let bin = Path::new(env!("CARGO_BIN_EXE_tunnel"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "wan") {
+        let w = wan::section(bin, wan_secs);
+        print_wan(&w);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("wan.json"),
+            serde_json::to_string_pretty(&w).unwrap(),
+        )
+        .unwrap();
+        println!("\nwrote {}", dir.join("wan.json").display());
+        return;
+    }
     let origin = setup::origin();
     let relay = setup::relay(setup::relay(origin));
     let ws = setup::tunnel(bin, origin, false);
@@ -253,7 +268,7 @@ fn main() {
         .collect();
 
     let wan = if full && std::env::var("BENCH_WAN").map_or(true, |v| v != "off") {
-        Some(wan::section(bin, wan_bytes))
+        Some(wan::section(bin, wan_secs))
     } else {
         None
     };
@@ -291,7 +306,6 @@ fn main() {
     if let Some(w) = wan {
         json["wan"] = w;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     let file = if full { "results.json" } else { "smoke.json" };
     std::fs::write(dir.join(file), serde_json::to_string_pretty(&json).unwrap()).unwrap();
@@ -391,6 +405,8 @@ fn print_wan(w: &Value) {
     for (label, key) in [
         ("upload, 1 stream (Mbit/s)", "upload_mbps"),
         ("download, 1 stream (Mbit/s)", "download_mbps"),
+        ("upload moved (MiB)", "upload_mib"),
+        ("download moved (MiB)", "download_mib"),
         ("RTT 1 B p50 (ms)", "rtt1_p50_ms"),
     ] {
         let v = |p: &str| w["paths"][p][key].as_f64().unwrap_or(f64::NAN);

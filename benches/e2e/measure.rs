@@ -61,6 +61,47 @@ pub fn download(addr: SocketAddr, bytes: u64) -> f64 {
     gbits(bytes, t.elapsed())
 }
 
+/// Upload on one stream for `d`, then half-close (mode `U`: the origin counts to
+/// EOF); Gbit/s until the origin confirmed every byte, and how many bytes that was.
+/// For paths whose speed is not known beforehand (the WAN link).
+pub fn upload_for(addr: SocketAddr, d: Duration) -> (f64, u64) {
+    let mut s = connect(addr);
+    let buf = vec![7u8; CHUNK];
+    let t = Instant::now();
+    s.write_all(b"U").unwrap();
+    let mut sent = 0u64;
+    while t.elapsed() < d {
+        s.write_all(&buf).unwrap();
+        sent += CHUNK as u64;
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut ack = [0u8; 8];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(ack),
+        sent,
+        "origin received a different count"
+    );
+    (gbits(sent, t.elapsed()), sent)
+}
+
+/// Download on one stream for `d` (the origin would send for ever), then close;
+/// Gbit/s and the bytes received.
+pub fn download_for(addr: SocketAddr, d: Duration) -> (f64, u64) {
+    let mut s = connect(addr);
+    let mut buf = vec![0u8; CHUNK];
+    let t = Instant::now();
+    s.write_all(b"D").unwrap();
+    s.write_all(&u64::MAX.to_le_bytes()).unwrap();
+    let mut got = 0u64;
+    while t.elapsed() < d {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "the path closed after {got} bytes");
+        got += k as u64;
+    }
+    (gbits(got, t.elapsed()), got)
+}
+
 /// `streams` parallel uploads sharing `bytes`; aggregate Gbit/s.
 pub fn parallel_upload(addr: SocketAddr, streams: usize, bytes: u64) -> f64 {
     let each = bytes / streams as u64;
