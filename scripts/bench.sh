@@ -6,7 +6,7 @@
 # use; the chart is skipped with a message when python3, venv or pip fail).
 # Knobs (env): BENCH_BYTES, BENCH_RTT, BENCH_SETUP, BENCH_IDLE (list, "1000,10000"),
 # BENCH_ROUNDS (report medians), BENCH_PEERS=1 (see scripts/bench-peers.sh),
-# BENCH_WAN_SECS, BENCH_WAN_LINK=tun, BENCH_WAN_NETEM=off, BENCH_WAN=off,
+# BENCH_WAN_SECS, BENCH_WAN_LINK=tun, BENCH_WAN_NETEM=off, BENCH_WAN_CC, BENCH_WAN=off,
 # BENCH_ONLY=wan (only the WAN section, to target/bench/wan.json, no chart).
 # Arguments go to cargo bench (so bench arguments follow `--`, e.g.
 # `scripts/bench.sh -- --peers`). Run it on an otherwise idle machine.

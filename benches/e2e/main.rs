@@ -10,7 +10,8 @@
 //! 1), `BENCH_PEERS=1` or `--peers` (also measure `websocat`, `wstunnel` and
 //! `cloudflared` from `PATH`), `BENCH_WAN_SECS` (per WAN throughput figure, 10),
 //! `BENCH_WAN_LINK=tun` (WAN over the userspace TUN link even where netem works),
-//! `BENCH_WAN_NETEM=off` (WAN over the bare veth), `BENCH_WAN=off` (no WAN),
+//! `BENCH_WAN_NETEM=off` (WAN over the bare veth), `BENCH_WAN_CC` (TCP congestion
+//! control on the WAN link, e.g. `cubic`; default the system's), `BENCH_WAN=off` (no WAN),
 //! `BENCH_ONLY=wan` (only the WAN section, written to `target/bench/wan.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to

@@ -71,8 +71,12 @@ pub struct Link {
     host_if: String,
     /// The link's end inside the namespace.
     ns_if: String,
+    /// Address of the end in this namespace.
+    host_ip: Ipv4Addr,
     /// Address of the end inside the namespace.
     pub ns_ip: Ipv4Addr,
+    /// Congestion control set on the link's routes (`BENCH_WAN_CC`), if any.
+    cc: Option<String>,
     /// What makes the delay and loss.
     emulator: Emulator,
     /// The threads carrying packets across a TUN pair (and its descriptors).
@@ -99,12 +103,48 @@ impl Link {
         (read(&self.host_if, None), read(&self.ns_if, Some(&self.ns)))
     }
 
+    /// Make every connection across the link use congestion control `cc`, whatever
+    /// the system default says: a host route with `congctl` at each end.
+    fn set_congestion_control(&mut self, cc: &str) -> Result<(), String> {
+        let (host_ip, ns_ip) = (self.host_ip.to_string(), self.ns_ip.to_string());
+        run(&[
+            "ip",
+            "route",
+            "replace",
+            &ns_ip,
+            "dev",
+            &self.host_if,
+            "src",
+            &host_ip,
+            "congctl",
+            cc,
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "route",
+            "replace",
+            &host_ip,
+            "dev",
+            &self.ns_if,
+            "src",
+            &ns_ip,
+            "congctl",
+            cc,
+        ])?;
+        self.cc = Some(cc.to_string());
+        Ok(())
+    }
+
     /// TCP's congestion control and buffer limits, here (the upload's sender) and
     /// inside the namespace (the download's).
     fn tcp_settings(&self) -> Value {
         let side = |ns| {
+            let default = read_file("/proc/sys/net/ipv4/tcp_congestion_control", ns);
             json!({
-                "congestion_control": read_file("/proc/sys/net/ipv4/tcp_congestion_control", ns),
+                "congestion_control": self.cc.clone().unwrap_or(default),
+                "congestion_control_from": if self.cc.is_some() { "BENCH_WAN_CC" } else { "sysctl" },
                 "tcp_wmem": read_file("/proc/sys/net/ipv4/tcp_wmem", ns),
                 "tcp_rmem": read_file("/proc/sys/net/ipv4/tcp_rmem", ns),
             })
@@ -222,7 +262,9 @@ fn link(emulator: Emulator) -> Result<Link, String> {
         ns: ns.clone(),
         host_if: format!("{kind}{pid}h"),
         ns_if: format!("{kind}{pid}n"),
+        host_ip,
         ns_ip,
+        cc: None,
         emulator,
         forwarder: None,
     };
@@ -284,6 +326,7 @@ fn link(emulator: Emulator) -> Result<Link, String> {
 /// Run the WAN section; JSON with the figures, or `{"skipped": reason}` (the reason
 /// is also printed). The link is netem's unless `BENCH_WAN_LINK=tun` (the userspace
 /// TUN pair) or `BENCH_WAN_NETEM=off` (the bare veth); without netem, the TUN pair.
+/// `BENCH_WAN_CC=cubic` (say) sets TCP's congestion control on the link's routes.
 pub fn section(bin: &Path, secs: u64) -> Value {
     let emulator = if std::env::var("BENCH_WAN_LINK").is_ok_and(|v| v == "tun") {
         Emulator::Tun
@@ -310,13 +353,16 @@ fn measure_wan(bin: &Path, d: Duration, emulator: Emulator) -> Result<Value, Str
     if setup::which("ip").is_none() {
         return Err("no `ip` on PATH (iproute2)".into());
     }
-    let link = match link(emulator) {
+    let mut link = match link(emulator) {
         Err(e) if emulator == Emulator::Netem => {
             println!("WAN: {e}; emulating the link in userspace instead");
             link(Emulator::Tun)
         }
         made => made,
     }?;
+    if let Ok(cc) = std::env::var("BENCH_WAN_CC") {
+        link.set_congestion_control(&cc)?;
+    }
     let mut origin_cmd = Command::new("ip");
     origin_cmd
         .args(["netns", "exec", &link.ns])
@@ -359,9 +405,10 @@ fn measure_wan(bin: &Path, d: Duration, emulator: Emulator) -> Result<Value, Str
     let tcp = link.tcp_settings();
     let t = |side: &str, key: &str| tcp[side][key].as_str().unwrap_or("").to_string();
     println!(
-        "WAN: TCP congestion control {} here, {} inside; tcp_wmem {} here, {} inside",
+        "WAN: TCP congestion control {} here, {} inside (from {}); tcp_wmem {} here, {} inside",
         t("here", "congestion_control"),
         t("namespace", "congestion_control"),
+        t("here", "congestion_control_from"),
         t("here", "tcp_wmem"),
         t("namespace", "tcp_wmem")
     );
