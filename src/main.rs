@@ -1,5 +1,6 @@
 //! The `tunnel` binary: parse the command line, set up logging, run, and map the
 //! outcome to an exit code (see `tunnel::exit` and the README). Nothing else.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
