@@ -71,9 +71,9 @@ pub fn start_all(tunnel: &Path, origin: SocketAddr) -> (Vec<Peer>, Vec<String>) 
     (peers, skipped)
 }
 
-/// A command for `bin` with stdin closed.
+/// A command for `bin` with stdin closed, dying with the bench.
 fn cmd(bin: &Path) -> Command {
-    let mut c = Command::new(bin);
+    let mut c = setup::child_command(bin);
     c.stdin(Stdio::null());
     c
 }

@@ -248,6 +248,21 @@ pub fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// A command for a child that lives as long as the bench: run under util-linux
+/// `setpriv --pdeathsig KILL` when that is on `PATH`, so it dies with the bench even
+/// when the bench itself is killed (`kill -9`, where no `Drop` runs). Spawn it from
+/// the main thread: the signal follows the spawning thread's exit.
+pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match which("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// The first line `bin --version` prints, or "unknown".
 pub fn version(bin: &Path) -> String {
     Command::new(bin)
@@ -353,7 +368,7 @@ pub fn tunnel_at(
     if tls {
         args.extend(["--ca-file", ca.to_str().unwrap()]);
     }
-    let mut client_cmd = Command::new(bin);
+    let mut client_cmd = child_command(bin);
     client_cmd.args(&args).stdin(Stdio::null());
     let (client, addr) = spawn_cmd(client_cmd)?;
     Ok(Stack {
@@ -397,11 +412,11 @@ pub fn edge(
     .unwrap();
     let mut edge_cmd = match netns {
         Some(ns) => {
-            let mut c = Command::new("ip");
+            let mut c = child_command("ip");
             c.args(["netns", "exec", ns]).arg(bin);
             c
         }
-        None => Command::new(bin),
+        None => child_command(bin),
     };
     edge_cmd
         .arg("edge")

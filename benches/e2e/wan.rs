@@ -363,7 +363,7 @@ fn measure_wan(bin: &Path, d: Duration, emulator: Emulator) -> Result<Value, Str
     if let Ok(cc) = std::env::var("BENCH_WAN_CC") {
         link.set_congestion_control(&cc)?;
     }
-    let mut origin_cmd = Command::new("ip");
+    let mut origin_cmd = setup::child_command("ip");
     origin_cmd
         .args(["netns", "exec", &link.ns])
         .arg(std::env::current_exe().map_err(|e| e.to_string())?)
