@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use tunnel::edge::issuer::{Audience, Claims, Issuer, now_secs};
 
 use crate::support::origin::EchoOrigin;
-use crate::support::{CI_TOKEN, Edge, assert_exit, run, tempdir, write_test_pki};
+use crate::support::{CI_TOKEN, Edge, assert_exit, run, tempdir};
 
 const OK_SERVICE: [&str; 4] = ["--id", "ci.access", "--secret", "s3cret"];
 
@@ -187,13 +187,7 @@ fn token_for_another_app_is_refused() {
 #[test]
 fn untrusted_edge_certificate() {
     let origin = EchoOrigin::start();
-    let dir = tempdir();
-    write_test_pki(dir.path(), &["db.test"]);
-    let d = dir.path().display();
-    let edge = Edge::start_with(
-        &app("db.test", origin.addr),
-        &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
-    );
+    let edge = Edge::start_tls(&app("db.test", origin.addr), &["db.test"]);
     let line = ssh(
         &edge.connect_to(),
         "https://db.test",
@@ -203,7 +197,7 @@ fn untrusted_edge_certificate() {
     );
     assert!(line.contains("--ca-file"), "{line}");
     // With the CA it works; a name the certificate lacks is refused.
-    let ca = format!("{d}/ca.pem");
+    let ca = edge.ca().display().to_string();
     let mut ok = OK_SERVICE.to_vec();
     ok.extend(["--ca-file", &ca]);
     ssh(&edge.connect_to(), "https://db.test", &ok, 0, "");

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::support::origin::{EchoOrigin, random_bytes, sha256_hex};
-use crate::support::{CI_TOKEN, Edge, tunnel_tcp, write_test_pki};
+use crate::support::{CI_TOKEN, Edge, read_head, tunnel_tcp, write_test_pki};
 
 const SERVICE: [&str; 4] = ["--id", "ci.access", "--secret", "s3cret"];
 
@@ -60,15 +60,8 @@ fn sixty_four_mib_each_way(tls: bool) {
     let (up_hash, down_hash) = (sha256_hex(&up), sha256_hex(&down));
     let (origin, origin_hash) = hashing_origin(down);
     let (edge, hostname, extra) = if tls {
-        let dir = crate::support::tempdir();
-        write_test_pki(dir.path(), &["db.test"]);
-        let d = dir.path().display();
-        let edge = Edge::start_with(
-            &app("db.test", origin),
-            &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
-        );
-        let ca = format!("{d}/ca.pem");
-        std::mem::forget(dir);
+        let edge = Edge::start_tls(&app("db.test", origin), &["db.test"]);
+        let ca = edge.ca().display().to_string();
         (edge, "https://db.test", vec!["--ca-file".to_string(), ca])
     } else {
         (
@@ -189,14 +182,9 @@ fn connect_proxy(upstream: SocketAddr) -> (SocketAddr, mpsc::Receiver<String>) {
             let Ok(mut client) = conn else { continue };
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
+                let Some(head) = read_head(&mut client) else {
+                    return;
+                };
                 let line = String::from_utf8_lossy(&head)
                     .lines()
                     .next()
@@ -252,14 +240,8 @@ fn through_an_http_proxy_from_the_environment() {
 #[test]
 fn second_tls_connection_resumes_the_session() {
     let origin = EchoOrigin::start();
-    let dir = crate::support::tempdir();
-    write_test_pki(dir.path(), &["echo.test"]);
-    let d = dir.path().display();
-    let edge = Edge::start_with(
-        &app("echo.test", origin.addr),
-        &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
-    );
-    let ca = format!("{d}/ca.pem");
+    let edge = Edge::start_tls(&app("echo.test", origin.addr), &["echo.test"]);
+    let ca = edge.ca().display().to_string();
     let mut args: Vec<&str> = SERVICE.to_vec();
     args.extend(["--ca-file", &ca, "--log-level", "debug"]);
     let (mut tcp, local) = tunnel_tcp(&edge, "https://echo.test", &args);
@@ -320,13 +302,7 @@ fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
         let (sock, _) = listener.accept().unwrap();
         let conn = rustls::ServerConnection::new(certs).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, sock);
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8];
-            tls.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
+        let head = String::from_utf8(read_head(&mut tls).expect("a request head")).unwrap();
         let key = head
             .lines()
             .find_map(|l| {

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::support::origin::EchoOrigin;
-use crate::support::{CI_TOKEN, Edge, run};
+use crate::support::{CI_TOKEN, Edge, read_head, run};
 
 fn fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -120,13 +120,7 @@ fn our_client_sends_the_stock_handshake() {
     let addr = listener.local_addr().unwrap();
     let recorder = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut chunk).unwrap();
-            assert!(n > 0, "client closed before finishing its request");
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        let buf = read_head(&mut s).expect("client closed before finishing its request");
         s.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
         String::from_utf8(buf).unwrap()
@@ -198,16 +192,13 @@ fn edge_takes_cloudflared_close_notify_without_close_frame_as_a_clean_end() {
         };
         tx.send((got, end)).unwrap();
     });
-    let dir = crate::support::tempdir();
-    crate::support::write_test_pki(dir.path(), &["db.test"]);
-    let d = dir.path().display();
-    let edge = Edge::start_with(
+    let edge = Edge::start_tls(
         &format!(
             "[[apps]]\nhostname = \"db.test\"\norigin = \"{origin}\"\nallow = [\"service:ci\"]\n{CI_TOKEN}"
         ),
-        &format!("tls_cert = \"{d}/edge.crt\"\ntls_key = \"{d}/edge.key\""),
+        &["db.test"],
     );
-    let config = tunnel::tls::client_config(Some(&dir.path().join("ca.pem"))).unwrap();
+    let config = tunnel::tls::client_config(Some(&edge.ca())).unwrap();
     let name = "db.test".try_into().unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(edge.addr).unwrap());
@@ -216,12 +207,7 @@ fn edge_takes_cloudflared_close_notify_without_close_frame_as_a_clean_end() {
         .unwrap();
     tls.write_all(fixture("cloudflared-service-token.http").as_bytes())
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        tls.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_head(&mut tls).expect("the edge's answer");
     assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
     // 64 KiB binary frames, masked as a client must (RFC 6455 5.3).
     let mask = [9u8, 8, 7, 6];

@@ -81,7 +81,7 @@ fn cmd(bin: &Path) -> Command {
 /// `websocat -b ws-l:` in front of the origin and `websocat -b tcp-l:` dialing it.
 fn websocat(bin: &Path, origin: SocketAddr) -> Result<Stack, String> {
     let dir = tempfile::tempdir().unwrap();
-    let server_addr: SocketAddr = ([127, 0, 0, 1], setup::free_port()).into();
+    let server_addr = setup::free_addr();
     let mut c = cmd(bin);
     c.args([
         "-b".to_string(),
@@ -89,7 +89,7 @@ fn websocat(bin: &Path, origin: SocketAddr) -> Result<Stack, String> {
         format!("tcp:{origin}"),
     ]);
     let server: Proc = setup::spawn_listening(c, server_addr)?;
-    let addr: SocketAddr = ([127, 0, 0, 1], setup::free_port()).into();
+    let addr = setup::free_addr();
     let mut c = cmd(bin);
     c.args([
         "-b".to_string(),
@@ -112,7 +112,7 @@ fn websocat(bin: &Path, origin: SocketAddr) -> Result<Stack, String> {
 fn wstunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Result<Stack, String> {
     let dir = tempfile::tempdir().unwrap();
     let scheme = if tls { "wss" } else { "ws" };
-    let server_addr: SocketAddr = ([127, 0, 0, 1], setup::free_port()).into();
+    let server_addr = setup::free_addr();
     let mut c = cmd(bin);
     c.arg("server")
         .arg(format!("{scheme}://{server_addr}"))
@@ -126,7 +126,7 @@ fn wstunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Result<Stack, String> 
             .arg(dir.path().join("edge.key"));
     }
     let server = setup::spawn_listening(c, server_addr)?;
-    let addr: SocketAddr = ([127, 0, 0, 1], setup::free_port()).into();
+    let addr = setup::free_addr();
     let mut c = cmd(bin);
     c.arg("client")
         .arg("-L")
@@ -163,7 +163,7 @@ fn wstunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Result<Stack, String> 
 fn cloudflared(bin: &Path, tunnel: &Path, origin: SocketAddr) -> Result<Stack, String> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let (server, edge_addr, dir) = setup::edge(tunnel, origin, "localhost", true, None, loopback)?;
-    let addr: SocketAddr = ([127, 0, 0, 1], setup::free_port()).into();
+    let addr = setup::free_addr();
     let mut c = cmd(bin);
     c.args(["access", "tcp", "--hostname"])
         .arg(format!("localhost:{}", edge_addr.port()))

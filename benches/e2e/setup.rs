@@ -226,14 +226,13 @@ pub fn spawn_listening(cmd: Command, addr: SocketAddr) -> Result<Proc, String> {
     }
 }
 
-/// A loopback port that was free a moment ago (for programs that cannot say which
-/// port they bound).
-pub fn free_port() -> u16 {
+/// A loopback address whose port was free a moment ago (for programs that cannot
+/// say which port they bound).
+pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port()
 }
 
 /// The first executable called `name` on `PATH`.

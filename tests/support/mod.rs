@@ -62,7 +62,23 @@ impl Edge {
 
     /// Like [`Edge::start`], with extra top-level keys (e.g. `tls_cert = ...`).
     pub fn start_with(body: &str, top: &str) -> Edge {
+        Self::start_in(tempdir(), body, top)
+    }
+
+    /// Like [`Edge::start`], serving `wss://` with a certificate for `names` from a
+    /// fresh test CA ([`Edge::ca`]), all in the edge's directory.
+    pub fn start_tls(body: &str, names: &[&str]) -> Edge {
         let dir = tempdir();
+        write_test_pki(dir.path(), names);
+        Self::start_in(dir, body, "tls_cert = \"edge.crt\"\ntls_key = \"edge.key\"")
+    }
+
+    /// The test CA that signed the certificate of an edge from [`Edge::start_tls`].
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_in(dir: tempfile::TempDir, body: &str, top: &str) -> Edge {
         let config = dir.path().join("edge.toml");
         let text = format!(
             "listen = \"127.0.0.1:0\"\nauth_domain = \"auth.example.test\"\nsigning_key = \"signing-key.pem\"\n{top}\n{body}\n"
@@ -157,6 +173,18 @@ pub fn assert_exit(out: &std::process::Output, code: i32) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Read an HTTP head (through the blank line) one byte at a time, so nothing after it
+/// is consumed; `None` if the stream ends or fails first.
+pub fn read_head(r: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        r.read_exact(&mut byte).ok()?;
+        head.push(byte[0]);
+    }
+    Some(head)
 }
 
 /// A test CA plus a server certificate for `names`, written as PEM files in `dir`:
