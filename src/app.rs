@@ -126,13 +126,37 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
     let target = Arc::new(target_from(args)?);
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
-    if let (true, Some(auth)) = (args.login_now, &target.auth) {
+    if args.login_now {
+        // With a login: log in now. With a service token or --token: prove it to the
+        // edge now (one stream, closed at once), so a wrong one fails here with its
+        // refusal instead of at every connection.
         tokio::select! {
-            r = auth.token(None) => { r?; }
+            r = check_credentials(&target) => r?,
             _ = shutdown.cancelled() => return Err(Error::Interrupted),
         }
     }
     listen::serve(listeners, target, shutdown, shutdown::GRACE).await;
+    Ok(())
+}
+
+async fn check_credentials(target: &Target) -> Result<(), Error> {
+    match &target.auth {
+        Some(auth) => {
+            auth.token(None).await?;
+        }
+        None => {
+            let conn = crate::client::connect(target).await?;
+            // Close at once with a close frame (not the half-close marker): the edge
+            // ends the origin stream cleanly. The answer is not worth waiting long for.
+            let nothing = tokio::io::join(tokio::io::empty(), tokio::io::sink());
+            let opts = crate::bridge::Options::default();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                crate::bridge::run(nothing, conn.ws, opts),
+            )
+            .await;
+        }
+    }
     Ok(())
 }
 
@@ -148,16 +172,22 @@ pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
     for h in &args.header {
         t.headers.push(target::parse_header(h)?);
     }
+    let one_line = |flag: &'static str, value: Option<&str>| match value {
+        Some(v) if v.chars().any(|c| c.is_control()) => Err(TargetError::Credential(flag)),
+        _ => Ok(()),
+    };
+    one_line("--service-token-id", args.service_token_id.as_deref())?;
+    one_line(
+        "--service-token-secret",
+        args.service_token_secret.as_deref(),
+    )?;
+    one_line("--token", args.token.as_deref())?;
     let id = args.service_token_id.as_deref().filter(|s| !s.is_empty());
     let secret = args
         .service_token_secret
         .as_deref()
         .filter(|s| !s.is_empty());
-    let token = args
-        .token
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
+    let token = args.token.as_deref().filter(|s| !s.is_empty());
     t.credentials = match (id, secret, token) {
         (Some(_), Some(_), Some(_)) => {
             return Err(Error::Usage(

@@ -1,5 +1,8 @@
 //! The wire contract shared by our client and our edge, compatible with Cloudflare
-//! Access and stock `cloudflared access` (see DESIGN.md section 2).
+//! Access and stock `cloudflared access` (the README's "Wire protocol"), and the few
+//! types both sides read: the audience claim and the clock.
+
+use serde::{Deserialize, Serialize};
 
 /// Header carrying an Access JWT on the WebSocket handshake.
 pub const ACCESS_TOKEN: &str = "Cf-Access-Token";
@@ -38,6 +41,33 @@ pub const HALF_CLOSE: &str = "Tunnel-Half-Close";
 /// Response header our edge sets on a refusal, naming the reason in a few words
 /// (never a secret), so the client can tell the user what to fix.
 pub const REFUSAL: &str = "Tunnel-Refusal";
+
+/// An audience claim: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "x"`
+    One(String),
+    /// `"aud": ["x", "y"]`
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `aud` is among the audiences.
+    pub fn contains(&self, aud: &str) -> bool {
+        match self {
+            Audience::One(a) => a == aud,
+            Audience::Many(v) => v.iter().any(|a| a == aud),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// The `User-Agent` our client sends.
 pub const USER_AGENT: &str = concat!("tunnel/", env!("CARGO_PKG_VERSION"));

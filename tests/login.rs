@@ -44,6 +44,15 @@ pub fn hash_password(password: &str) -> String {
 impl World {
     /// Start the edge; `session` is the app token lifetime (e.g. "1h").
     pub fn start(session: &str) -> World {
+        Self::start_full(session, "")
+    }
+
+    /// Start the edge with `extra` config (more apps) after the usual ones.
+    pub fn start_with_extra(extra: &str) -> World {
+        Self::start_full("1h", extra)
+    }
+
+    fn start_full(session: &str, extra: &str) -> World {
         let origin = EchoOrigin::start();
         let hash = hash_password("correct horse");
         let edge = Edge::start(&format!(
@@ -60,6 +69,7 @@ allow = ["alice@example.test"]
 [[users]]
 email = "alice@example.test"
 password_hash = "{hash}"
+{extra}
 "#,
             o = origin.addr
         ));

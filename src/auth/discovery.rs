@@ -15,6 +15,10 @@ use crate::protocol;
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Furthest in the future a metadata `iat` may be (clock skew).
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
+/// Largest JWKS document read (Cloudflare's holds two keys, about 2 KiB).
+pub const MAX_JWKS: usize = 256 * 1024;
+/// Longest metadata JWT accepted (about 1 KiB in practice).
+pub const MAX_METADATA: usize = 16 * 1024;
 
 /// What discovery learned about an app.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,11 @@ pub async fn fetch(
             ))
         })?
         .to_string();
+    if jwt.len() > MAX_METADATA {
+        return Err(AuthError::Discovery(format!(
+            "{app_url} sent app metadata larger than {MAX_METADATA} bytes; refused"
+        )));
+    }
     let unverified = unverified_metadata(&jwt)?;
     Ok((jwt, unverified))
 }
@@ -88,20 +97,18 @@ pub async fn verify_with_jwks(
     scheme: &'static str,
 ) -> Result<AppInfo, AuthError> {
     let certs_url = AppInfo::certs_url(scheme, auth_domain);
-    let body = http
+    let resp = http
         .get(&certs_url)
         .send()
         .await
         .map_err(|e| super::network(&format!("fetching {certs_url}"), &e))?
         .error_for_status()
-        .map_err(|e| AuthError::Discovery(format!("fetching {certs_url}: {e}")))?
-        .bytes()
-        .await
-        .map_err(|e| super::network(&format!("fetching {certs_url}"), &e))?;
+        .map_err(|e| AuthError::Discovery(format!("fetching {certs_url}: {e}")))?;
+    let body = super::read_limited(resp, MAX_JWKS, &certs_url).await?;
     let jwks: Jwks = serde_json::from_slice(&body)
         .map_err(|e| AuthError::Discovery(format!("{certs_url} is not a JWKS: {e}")))?;
     let meta = verify(jwt, &jwks.keys)?;
-    check(&meta, host, crate::edge::issuer::now_secs())?;
+    check(&meta, host, super::jwt::now_secs())?;
     if meta.auth_domain != auth_domain {
         return Err(AuthError::Discovery(
             "app metadata changed during discovery".into(),
@@ -163,6 +170,12 @@ pub fn check(meta: &AppMetadata, host: &str, now: u64) -> Result<(), AuthError> 
     if meta.aud.trim().is_empty() {
         return bad("app metadata has no aud".into());
     }
+    if !super::binding::metadata_fits(meta, host) {
+        return bad(format!(
+            "the edge at {host} claims to be app {:?}, which does not cover {host}; refusing to send it any token",
+            meta.app_hostname
+        ));
+    }
     if meta.iat + MAX_AGE.as_secs() < now || meta.iat > now + MAX_SKEW.as_secs() {
         return bad("app metadata is too old or from the future; check the clock".into());
     }
@@ -189,6 +202,12 @@ mod tests {
     fn claim_checks() {
         assert!(check(&meta(), "db.test", 1_000_100).is_ok());
         assert!(check(&meta(), "other.test", 1_000_100).is_err());
+        // Metadata for this host naming another app: the harvesting attack.
+        let claims_other_app = AppMetadata {
+            hostname: "evil.test".into(),
+            ..meta()
+        };
+        assert!(check(&claims_other_app, "evil.test", 1_000_100).is_err());
         assert!(
             check(
                 &AppMetadata {

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use crate::edge::issuer::Audience;
+pub use crate::protocol::Audience;
 
 /// The claims the client cares about.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,10 +43,7 @@ pub enum ClaimsError {
     Payload,
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    crate::edge::issuer::now_secs()
-}
+pub use crate::protocol::now_secs;
 
 /// The claims of a compact JWT, unverified.
 pub fn claims(token: &str) -> Result<TokenClaims, ClaimsError> {

@@ -6,16 +6,17 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::info;
 
 use super::discovery::{self, AppInfo};
+use super::exchange::Outcome;
 use super::store::{Cached, LoginLock, Store};
 use super::transfer::KeyPair;
-use super::{AuthError, browser, exchange};
+use super::{AuthError, binding, browser, exchange};
 use crate::protocol;
 use crate::secret::Secret;
 
@@ -26,6 +27,8 @@ pub const CLOUDFLARE_TRANSFER: &str = "https://login.cloudflareaccess.org";
 pub const MAX_POLLS: usize = 10;
 /// Limit for one hand-off poll.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest login hand-off read (two sealed JWTs: a few KiB).
+pub const MAX_HANDOFF: usize = 64 * 1024;
 /// Limit for every other request of the flow.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -55,6 +58,22 @@ impl AuthConfig {
     /// `scheme://host[:port]/`.
     pub fn app_url(&self) -> String {
         format!("{}://{}/", self.scheme, self.host_header)
+    }
+
+    /// Whether the org token may travel over plain HTTP: only to a development edge
+    /// on this machine (an `http://` app reached at a loopback address).
+    pub fn plain_ok(&self) -> bool {
+        let loopback = |h: &str| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        self.scheme == "http"
+            && match &self.connect_to {
+                Some(to) => loopback(binding::split_domain(to).0),
+                None => loopback(&self.host),
+            }
     }
 }
 
@@ -138,24 +157,63 @@ impl Authenticator {
         Ok(obtained)
     }
 
-    /// Only what is cached (after discovery): never exchanges, never logs in.
+    /// Only what is cached: never exchanges, never logs in. The cache is searched by
+    /// the app's host first, with no network at all; only when no file there names
+    /// this host (an app with a path, say) does discovery find the file.
     pub async fn cached(&self) -> Result<Option<Cached>, AuthError> {
+        if let Some(c) = self.offline().into_iter().next() {
+            return Ok(Some(c));
+        }
         let mut state = self.state.lock().await;
-        let (info, _) = self.discover(&mut state).await?;
-        Ok(self
-            .store
-            .read(&self.app_path(&info), Some(&info.meta.aud))?)
+        match self.discover(&mut state).await {
+            Ok((info, _)) => self.cached_fit(&self.app_path(&info), &info),
+            // Offline and nothing cached under this host's name: there is no token.
+            Err(AuthError::Network(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Delete this app's cached tokens; returns the files removed.
+    /// Delete this app's cached tokens (found by host, without the network, else by
+    /// discovery); returns the files removed.
     pub async fn logout(&self) -> Result<Vec<PathBuf>, AuthError> {
         let mut state = self.state.lock().await;
-        let (info, _) = self.discover(&mut state).await?;
-        let path = self.app_path(&info);
         state.current = None;
-        let existed = path.exists();
-        self.store.remove(&path)?;
-        Ok(if existed { vec![path] } else { vec![] })
+        let mut paths: Vec<PathBuf> = self.offline().into_iter().map(|c| c.path).collect();
+        if paths.is_empty() {
+            match self.discover(&mut state).await {
+                Ok((info, _)) => paths.push(self.app_path(&info)),
+                Err(AuthError::Network(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut removed = Vec::new();
+        for path in paths {
+            if path.exists() {
+                self.store.remove(&path)?;
+                removed.push(path);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Valid cached app tokens whose file names this host, newest expiry first.
+    fn offline(&self) -> Vec<Cached> {
+        let files = self.store.all_token_files().unwrap_or_default();
+        let mut found: Vec<Cached> = files
+            .iter()
+            .filter(|p| !p.to_string_lossy().ends_with("-org-token"))
+            .filter_map(|p| self.store.read(p, None).ok().flatten())
+            .filter(|c| {
+                let name = c.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let auds = match &c.claims.aud {
+                    super::jwt::Audience::One(a) => vec![a.clone()],
+                    super::jwt::Audience::Many(v) => v.clone(),
+                };
+                binding::cache_name_covers(name, &auds, &self.cfg.host)
+            })
+            .collect();
+        found.sort_by_key(|c| std::cmp::Reverse(c.claims.exp));
+        found
     }
 
     fn app_path(&self, info: &AppInfo) -> PathBuf {
@@ -169,7 +227,7 @@ impl Authenticator {
         }
         let first = self.client(&[self.cfg.host.as_str()], REQUEST_TIMEOUT)?;
         let (jwt, unverified) = discovery::fetch(&first, &self.cfg.app_url()).await?;
-        let auth_host = host_of(&unverified.auth_domain);
+        let auth_host = binding::split_domain(&unverified.auth_domain).0.to_string();
         let http = self.client(
             &[self.cfg.host.as_str(), auth_host.as_str()],
             REQUEST_TIMEOUT,
@@ -194,7 +252,6 @@ impl Authenticator {
     ) -> Result<Obtained, AuthError> {
         let (info, http) = self.discover(state).await?;
         let app_path = self.app_path(&info);
-        let aud = info.meta.aud.clone();
         let done = |token: Secret, source| Obtained {
             token,
             path: app_path.clone(),
@@ -202,6 +259,8 @@ impl Authenticator {
             source,
         };
         if let Some(stale) = stale {
+            // Only a token we offered (so one this edge's auth domain issued) and the
+            // edge refused is deleted; nothing else because of one edge's answer.
             let on_disk = self.store.read(&app_path, None)?;
             if on_disk.as_ref().is_some_and(|c| &c.token == stale) {
                 info!(
@@ -211,22 +270,51 @@ impl Authenticator {
                 self.store.remove(&app_path)?;
             }
         }
-        if let Some(c) = self.store.read(&app_path, Some(&aud))?
+        if let Some(c) = self.cached_fit(&app_path, &info)?
             && stale != Some(&c.token)
         {
             return Ok(done(c.token, Source::Cache));
         }
-        let org_path = self.store.org_token_path(&info.meta.auth_domain);
-        if let Some(org) = self.store.read(&org_path, None)? {
-            match exchange::exchange(&http, &self.cfg.app_url(), org.token.expose()).await? {
-                Some(token) => {
+        let auth_domain = info.meta.auth_domain.as_str();
+        let org_path = self.store.org_token_path(auth_domain);
+        let org = self
+            .store
+            .read(&org_path, None)?
+            .filter(|c| binding::org_token_fits(&c.claims, auth_domain));
+        if let Some(org) = org {
+            let app_url = self.cfg.app_url();
+            let scope = exchange::Scope {
+                app_url: &app_url,
+                auth_domain,
+                plain_ok: self.cfg.plain_ok(),
+            };
+            match exchange::exchange(&http, scope, org.token.expose()).await? {
+                Outcome::Token(token) if self.fits(&token, &info) => {
                     self.store.write(&app_path, &token)?;
                     info!("exchanged the org token for a new {} token", self.cfg.host);
                     return Ok(done(Secret::new(token), Source::Exchange));
                 }
-                None => {
-                    info!("the org token was refused; a browser login is needed");
+                Outcome::Token(_) => {
+                    info!(
+                        "the org-token exchange returned a token {auth_domain} did not issue for this app; ignored"
+                    );
+                }
+                Outcome::OrgTokenRefused => {
+                    info!("{auth_domain} refused the org token; a browser login is needed");
                     self.store.remove(&org_path)?;
+                }
+                Outcome::Forbidden => {
+                    let who = org.claims.email.as_deref().unwrap_or("this login");
+                    return Err(AuthError::Forbidden(format!(
+                        "{auth_domain} does not allow {who} into {}; ask the app's owner for access, or `tunnel logout --all` and log in as someone else",
+                        self.cfg.host
+                    )));
+                }
+                Outcome::NoToken => {
+                    info!(
+                        "the org-token exchange for {} ended without a token; a browser login is needed",
+                        self.cfg.host
+                    );
                 }
             }
         }
@@ -239,6 +327,14 @@ impl Authenticator {
         loop {
             if let Some(lock) = self.store.try_lock(&app_path)? {
                 let handoff = self.browser_login(&info, &lock).await?;
+                let org_fits = super::jwt::claims(&handoff.org_token)
+                    .is_ok_and(|c| binding::org_token_fits(&c, auth_domain));
+                if !self.fits(&handoff.app_token, &info) || !org_fits {
+                    return Err(AuthError::LoginFailed(format!(
+                        "the login hand-off holds tokens that {auth_domain} did not issue for {}; nothing was cached",
+                        self.cfg.host
+                    )));
+                }
                 self.store.write(&org_path, &handoff.org_token)?;
                 self.store.write(&app_path, &handoff.app_token)?;
                 drop(lock);
@@ -257,10 +353,24 @@ impl Authenticator {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(c) = self.store.read(&app_path, Some(&aud))? {
+            if let Some(c) = self.cached_fit(&app_path, &info)? {
                 return Ok(done(c.token, Source::Cache));
             }
         }
+    }
+
+    /// The cached token at `path` when it may be offered to this app's edge
+    /// ([`binding::app_token_fits`]). A token of another issuer is left in place.
+    fn cached_fit(&self, path: &Path, info: &AppInfo) -> Result<Option<Cached>, AuthError> {
+        Ok(self
+            .store
+            .read(path, Some(&info.meta.aud))?
+            .filter(|c| binding::app_token_fits(&c.claims, &info.meta)))
+    }
+
+    /// Whether `token` was issued by this app's auth domain for this app.
+    fn fits(&self, token: &str, info: &AppInfo) -> bool {
+        super::jwt::claims(token).is_ok_and(|c| binding::app_token_fits(&c, &info.meta))
     }
 
     async fn browser_login(
@@ -328,10 +438,8 @@ impl Authenticator {
                     .ok_or_else(|| {
                         AuthError::LoginFailed("the hand-off has no service-public-key".into())
                     })?;
-                let body = resp
-                    .text()
-                    .await
-                    .map_err(|e| super::network("reading the hand-off", &e))?;
+                let body = super::read_limited(resp, MAX_HANDOFF, "the login hand-off").await?;
+                let body = String::from_utf8_lossy(&body);
                 let handoff = keys
                     .open(&body, &key)
                     .map_err(|e| AuthError::LoginFailed(e.to_string()))?;
@@ -378,14 +486,6 @@ impl Authenticator {
 
 fn fresh(token: &Secret) -> bool {
     super::jwt::claims(token.expose()).is_ok_and(|c| c.exp > super::jwt::now_secs() + 5)
-}
-
-/// `auth.example.com:8443` -> `auth.example.com`.
-fn host_of(domain: &str) -> String {
-    match domain.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
-        _ => domain.to_string(),
-    }
 }
 
 /// A spinner with elapsed time on a terminal; plain lines otherwise.

@@ -4,6 +4,7 @@
 //! [`transfer`] and [`browser`] are its steps; [`jwt`] reads claims on the client;
 //! [`metadata`] holds the discovery claims both sides share.
 
+pub mod binding;
 pub mod browser;
 pub mod discovery;
 pub mod exchange;
@@ -32,6 +33,9 @@ pub enum AuthError {
     /// App discovery failed or returned something we must not trust.
     #[error("app discovery failed: {0}")]
     Discovery(String),
+    /// The auth domain knows the user but does not let them into this app.
+    #[error("{0}")]
+    Forbidden(String),
     /// The edge, auth domain or hand-off service could not be reached.
     #[error("{0}")]
     Network(String),
@@ -56,12 +60,38 @@ pub fn network(context: &str, e: &reqwest::Error) -> AuthError {
     AuthError::Network(msg)
 }
 
+/// Read at most `limit` bytes of a response body: whatever an edge sends, the client
+/// never holds more than that (a JWKS, a hand-off, are a few KiB).
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, AuthError> {
+    let too_big = || AuthError::Discovery(format!("{what} is larger than {limit} bytes; refused"));
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| network(&format!("reading {what}"), &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl AuthError {
     /// The process exit code for this error (see [`crate::exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
             AuthError::LoginNeeded { .. } => exit::LOGIN_NEEDED,
             AuthError::LoginFailed(_) | AuthError::Discovery(_) => exit::AUTH_REFUSED,
+            AuthError::Forbidden(_) => exit::EDGE_REFUSED,
             AuthError::Network(_) => exit::NETWORK,
             AuthError::Store(_) => exit::LOCAL,
         }
@@ -73,6 +103,7 @@ impl AuthError {
             AuthError::LoginNeeded { .. } => "login_needed",
             AuthError::LoginFailed(_) => "login_failed",
             AuthError::Discovery(_) => "discovery_failed",
+            AuthError::Forbidden(_) => "forbidden",
             AuthError::Network(_) => "network",
             AuthError::Store(_) => "local_io",
         }

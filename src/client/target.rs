@@ -68,8 +68,12 @@ pub enum TargetError {
         value: String,
     },
     /// `-H` could not be understood.
-    #[error("invalid --header {0:?}: expected 'Name: value'")]
+    #[error("invalid --header \"{0}\": expected 'Name: value' on one line")]
     Header(String),
+    /// A credential flag holds a character no header can carry (its value is secret,
+    /// so it is not shown).
+    #[error("{0} holds a line break or control character; pass the value alone, on one line")]
+    Credential(&'static str),
 }
 
 impl std::fmt::Debug for Target {
@@ -187,9 +191,13 @@ pub fn parse_host_port(flag: &'static str, value: &str) -> Result<String, Target
     }
 }
 
-/// Parse one `-H 'Name: value'` (or `Name=value`, as some scripts write).
+/// Parse one `-H 'Name: value'` (or `Name=value`, as some scripts write). A line
+/// break anywhere is refused, never trimmed away: it would end the header.
 pub fn parse_header(raw: &str) -> Result<(HeaderName, HeaderValue), TargetError> {
-    let bad = || TargetError::Header(raw.to_string());
+    let bad = || TargetError::Header(raw.escape_debug().to_string());
+    if raw.contains(['\r', '\n']) {
+        return Err(bad());
+    }
     let (name, value) = raw
         .split_once(':')
         .or_else(|| raw.split_once('='))
@@ -302,5 +310,8 @@ mod tests {
         let (n, v) = parse_header("X-Test: a b").unwrap();
         assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-test", "a b"));
         assert!(parse_header("nocolon").is_err());
+        for raw in ["X-A: b\r\n", "X-A: b\nX-Evil: c", "X-A\r: b"] {
+            assert!(parse_header(raw).is_err(), "{raw:?} should be refused");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,25 +61,7 @@ pub const KIND_ORG: &str = "org";
 /// `type` of the short-lived codes of the org-token exchange.
 pub const KIND_CODE: &str = "code";
 
-/// An audience claim: a string or an array of strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Audience {
-    /// `"aud": "x"`
-    One(String),
-    /// `"aud": ["x", "y"]`
-    Many(Vec<String>),
-}
-
-impl Audience {
-    /// Whether `aud` is among the audiences.
-    pub fn contains(&self, aud: &str) -> bool {
-        match self {
-            Audience::One(a) => a == aud,
-            Audience::Many(v) => v.iter().any(|a| a == aud),
-        }
-    }
-}
+pub use crate::protocol::{Audience, now_secs};
 
 /// Claims of an app token, as Cloudflare Access issues them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,13 +105,6 @@ impl std::fmt::Debug for Issuer {
             .field("iss", &self.iss)
             .finish_non_exhaustive()
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Issuer {

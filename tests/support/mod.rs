@@ -6,6 +6,7 @@
 //! the "listening on ADDR" line each long-running command prints.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod origin;
 pub mod postgres;
 pub mod proc;
