@@ -39,6 +39,9 @@ pub enum Error {
     /// The edge could not start.
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    /// A config file (`tunnel up`) that does not parse or validate.
+    #[error("{0}")]
+    Config(String),
     /// Stopped by a signal before finishing.
     #[error("interrupted")]
     Interrupted,
@@ -54,6 +57,7 @@ impl Error {
             Error::Usage(_) | Error::Target(_) => exit::USAGE,
             Error::Listen(ListenError::BadAddress(_)) => exit::USAGE,
             Error::Listen(_) | Error::Tls(_) | Error::Edge(_) | Error::Io(_) => exit::LOCAL,
+            Error::Config(_) => exit::LOCAL,
             Error::Conn(e) => e.exit_code(),
             Error::Auth(e) => e.exit_code(),
             Error::Interrupted => exit::INTERRUPTED,
@@ -111,6 +115,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
         }
         Command::Edge(args) => edge_command(args, shutdown).await.map(|_| exit::OK),
         Command::Demo(args) => crate::demo::run(&args, shutdown).await.map(|_| exit::OK),
+        Command::Up(args) => up_command(args, shutdown).await.map(|_| exit::OK),
     }
 }
 
@@ -162,6 +167,15 @@ async fn check_credentials(target: &Target) -> Result<(), Error> {
 
 /// Validate the access flags into the [`Target`] every connection uses.
 pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
+    target_with_locks(args, None)
+}
+
+/// [`target_from`], sharing `org_locks` (one login per auth domain) with the other
+/// tunnels of this process.
+pub fn target_with_locks(
+    args: &AccessArgs,
+    org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
+) -> Result<Target, Error> {
     let mut t = Target::parse(&args.hostname)?;
     if let Some(c) = &args.edge.connect_to {
         t.connect_to = Some(target::parse_host_port("--connect-to", c)?);
@@ -218,13 +232,14 @@ pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
         t.tls_config = Some(crate::tls::client_config(args.edge.ca_file.as_deref())?);
     }
     if matches!(t.credentials, Credentials::None) {
-        let auth = commands::auth_for(
+        let auth = commands::auth_with_locks(
             &t,
             args.edge.token_dir.as_deref(),
             args.edge.transfer_url.clone(),
             t.connect_to.clone(),
             args.edge.ca_file.as_deref(),
             true,
+            org_locks,
         )?;
         t.auth = Some(Arc::new(auth));
     }
@@ -243,6 +258,40 @@ pub fn ssh_config(t: &Target, exe: &str) -> String {
             format!(":{}", t.port)
         },
     )
+}
+
+async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    let path = args.config.unwrap_or_else(crate::up::default_path);
+    if args.check {
+        let tunnels = crate::up::load(&path)?;
+        let mut out = String::new();
+        for t in &tunnels {
+            out.push_str(&t.plan_line());
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{}: ok ({} tunnels)\n",
+            path.display(),
+            tunnels.len()
+        ));
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(out.as_bytes());
+        return Ok(());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+    }
+    crate::up::run(&path, shutdown, (tx, rx), shutdown::GRACE).await
 }
 
 async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(), Error> {

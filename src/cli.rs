@@ -76,6 +76,20 @@ pub enum Command {
     /// Start a local edge, an echo origin and a listener in this process, and prove a
     /// round trip through them.
     Demo(DemoArgs),
+    /// Serve every tunnel of one config file in one process (one login per auth
+    /// domain; reloads on SIGHUP and when the file changes).
+    Up(UpArgs),
+}
+
+/// Flags of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The tunnels file (TOML) [default: <config dir>/tunnel/up.toml].
+    #[arg(long, short = 'c', env = "TUNNEL_UP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the file, print the plan (one line per tunnel) and exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Flags shared by `tcp` and `ssh`.

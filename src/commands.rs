@@ -43,6 +43,27 @@ pub fn auth_for(
     ca_file: Option<&Path>,
     interactive: bool,
 ) -> Result<Authenticator, Error> {
+    auth_with_locks(
+        target,
+        token_dir,
+        transfer_url,
+        connect_to,
+        ca_file,
+        interactive,
+        None,
+    )
+}
+
+/// [`auth_for`], sharing `org_locks` with the other apps of this process.
+pub fn auth_with_locks(
+    target: &Target,
+    token_dir: Option<&Path>,
+    transfer_url: Option<String>,
+    connect_to: Option<String>,
+    ca_file: Option<&Path>,
+    interactive: bool,
+    org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
+) -> Result<Authenticator, Error> {
     let tls = match &target.tls_config {
         Some(c) => c.clone(),
         None => crate::tls::client_config(ca_file)?,
@@ -58,6 +79,7 @@ pub fn auth_for(
         connect_to,
         tls,
         interactive,
+        org_locks,
     };
     Authenticator::new(cfg).map_err(Error::Auth)
 }

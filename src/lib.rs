@@ -18,6 +18,7 @@
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
 //! - [`exit`]: the documented process exit codes.
 //! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
+//! - [`up`]: `tunnel up`, every tunnel of one file in one process, hot reload.
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 #![forbid(unsafe_code)]
 
@@ -37,3 +38,4 @@ pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod tls;
+pub mod up;

@@ -13,3 +13,4 @@ mod login;
 mod postgres;
 mod security;
 mod ssh;
+mod up;

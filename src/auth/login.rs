@@ -52,6 +52,29 @@ pub struct AuthConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// Whether a browser login may be started (false for `tunnel token`).
     pub interactive: bool,
+    /// Shared by every app of one process (`tunnel up`): one login at a time per
+    /// auth domain, so the second app of an organisation waits for the first app's
+    /// browser login and then exchanges its org token instead of opening a browser.
+    pub org_locks: Option<Arc<OrgLocks>>,
+}
+
+/// One async lock per auth domain, for [`AuthConfig::org_locks`].
+#[derive(Debug, Default)]
+pub struct OrgLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl OrgLocks {
+    /// Wait for the login lock of `auth_domain`.
+    pub async fn lock(&self, auth_domain: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(auth_domain.to_ascii_lowercase())
+                .or_default()
+                .clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 impl AuthConfig {
@@ -276,6 +299,12 @@ impl Authenticator {
             return Ok(done(c.token, Source::Cache));
         }
         let auth_domain = info.meta.auth_domain.as_str();
+        // One login per organisation at a time: a second app waits here, then finds
+        // the org token the first one's login left and exchanges it.
+        let _org_turn = match &self.cfg.org_locks {
+            Some(locks) => Some(locks.lock(auth_domain).await),
+            None => None,
+        };
         let org_path = self.store.org_token_path(auth_domain);
         let org = self
             .store

@@ -1,0 +1,426 @@
+//! `tunnel up`: every tunnel of one TOML file in one process. Authentication stays
+//! lazy, and single-flight per auth domain ([`OrgLocks`]): the first connection to
+//! any app of an organisation logs in once; the other apps get their tokens by the
+//! org-token exchange. The file is reloaded on SIGHUP and when it changes: added
+//! tunnels start, removed ones stop accepting and drain, changed ones are rebuilt;
+//! unchanged ones, and their live connections, are not touched. A file that does not
+//! parse or validate is reported and the running set stays as it was.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::app::Error;
+use crate::auth::login::OrgLocks;
+use crate::cli::{AccessArgs, Reach};
+use crate::client::listen;
+
+/// How long a burst of change events may take before the file is read again.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// The default config file: `<config dir>/tunnel/up.toml`.
+pub fn default_path() -> PathBuf {
+    dirs::config_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("tunnel")
+        .join("up.toml")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    token_dir: Option<PathBuf>,
+    connect_to: Option<String>,
+    ca_file: Option<PathBuf>,
+    transfer_url: Option<String>,
+    #[serde(default)]
+    tunnels: Vec<TunnelFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelFile {
+    name: Option<String>,
+    hostname: String,
+    listen: OneOrMany,
+    destination: Option<String>,
+    #[serde(default)]
+    headers: Vec<String>,
+    connect_to: Option<String>,
+    ca_file: Option<PathBuf>,
+    service_token_id_env: Option<String>,
+    service_token_secret_env: Option<String>,
+    service_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One validated tunnel. Two specs are equal when nothing about the tunnel changed
+/// (credentials included), which is what reload compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Its name (unique in the file; the hostname when not given).
+    pub name: String,
+    /// The app.
+    pub hostname: String,
+    /// Local addresses.
+    pub listen: Vec<String>,
+    /// Bastion destination.
+    pub destination: Option<String>,
+    /// Extra request headers.
+    pub headers: Vec<String>,
+    /// `--connect-to`.
+    pub connect_to: Option<String>,
+    /// `--ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `--token-dir`.
+    pub token_dir: Option<PathBuf>,
+    /// `--transfer-url`.
+    pub transfer_url: Option<String>,
+    /// Service token: where it came from (for the plan) and the id and secret.
+    pub service_token: Option<(String, String, crate::secret::Secret)>,
+}
+
+impl Tunnel {
+    fn args(&self) -> AccessArgs {
+        AccessArgs {
+            hostname: self.hostname.clone(),
+            url: self.listen.clone(),
+            destination: self.destination.clone(),
+            service_token_id: self.service_token.as_ref().map(|(_, id, _)| id.clone()),
+            service_token_secret: self
+                .service_token
+                .as_ref()
+                .map(|(_, _, s)| s.expose().to_string()),
+            token: None,
+            header: self.headers.clone(),
+            edge: Reach {
+                connect_to: self.connect_to.clone(),
+                ca_file: self.ca_file.clone(),
+                token_dir: self.token_dir.clone(),
+                transfer_url: self.transfer_url.clone(),
+            },
+            login_now: false,
+        }
+    }
+
+    /// One line of the plan: `name: listen -> app (how it authenticates)`.
+    pub fn plan_line(&self) -> String {
+        let auth = match &self.service_token {
+            Some((from, id, _)) => format!("service token {id} from {from}"),
+            None => "login (lazy, one per auth domain)".into(),
+        };
+        let via = self
+            .connect_to
+            .as_deref()
+            .map(|c| format!(" via {c}"))
+            .unwrap_or_default();
+        let dest = self
+            .destination
+            .as_deref()
+            .map(|d| format!(" to {d}"))
+            .unwrap_or_default();
+        format!(
+            "{}: {} -> {}{dest}{via} ({auth})",
+            self.name,
+            self.listen.join(", "),
+            self.hostname
+        )
+    }
+}
+
+/// Read and validate the file at `path`: every tunnel's flags are checked as `tcp`
+/// would check them, names and listen addresses are unique, and named environment
+/// variables and token files exist. Errors name the file (and line, for syntax).
+pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
+    let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(format!(
+            "cannot read: {e}; write one (see the README's \"Daily use\") or pass --config"
+        ))
+    })?;
+    let mut file: File = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
+    // What the file leaves out, the environment may give, as for `tcp`.
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let env_path = |k: &str| {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        env(k).map(|v| cwd.join(v))
+    };
+    file.token_dir = file.token_dir.or_else(|| env_path("TUNNEL_TOKEN_DIR"));
+    file.ca_file = file.ca_file.or_else(|| env_path("TUNNEL_CA_FILE"));
+    let env_text = |k: &str| env(k).map(|v| v.to_string_lossy().into_owned());
+    file.connect_to = file.connect_to.or_else(|| env_text("TUNNEL_CONNECT_TO"));
+    file.transfer_url = file
+        .transfer_url
+        .or_else(|| env_text("TUNNEL_TRANSFER_URL"));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| dir.join(p));
+    let mut tunnels = Vec::new();
+    for (i, t) in file.tunnels.into_iter().enumerate() {
+        let name = t.name.clone().unwrap_or_else(|| t.hostname.clone());
+        let label = format!("tunnel {name:?} (#{})", i + 1);
+        let at = |what: String| bad(format!("{label}: {what}"));
+        let listen = match &t.listen {
+            OneOrMany::One(a) => vec![a.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        };
+        if listen.is_empty() {
+            return Err(at("`listen` is empty; give one or more host:port".into()));
+        }
+        let service_token = service_token(&t, dir).map_err(at)?;
+        let tunnel = Tunnel {
+            name,
+            hostname: t.hostname,
+            listen,
+            destination: t.destination,
+            headers: t.headers,
+            connect_to: t.connect_to.or_else(|| file.connect_to.clone()),
+            ca_file: rel(&t.ca_file).or_else(|| rel(&file.ca_file)),
+            token_dir: rel(&file.token_dir),
+            transfer_url: file.transfer_url.clone(),
+            service_token,
+        };
+        crate::app::target_from(&tunnel.args()).map_err(|e| at(e.to_string()))?;
+        tunnels.push(tunnel);
+    }
+    if tunnels.is_empty() {
+        return Err(bad("no [[tunnels]]; add at least one".into()));
+    }
+    let mut seen = BTreeMap::new();
+    for t in &tunnels {
+        if seen.insert(t.name.as_str(), ()).is_some() {
+            return Err(bad(format!(
+                "two tunnels are named {:?}; give each a unique `name`",
+                t.name
+            )));
+        }
+    }
+    let mut addrs = BTreeMap::new();
+    for t in &tunnels {
+        // Port 0 ("any free port") may repeat.
+        for a in t.listen.iter().filter(|a| !a.trim().ends_with(":0")) {
+            if let Some(other) = addrs.insert(a.trim().to_ascii_lowercase(), t.name.as_str()) {
+                return Err(bad(format!(
+                    "listen address {a} is used by tunnels {other:?} and {:?}",
+                    t.name
+                )));
+            }
+        }
+    }
+    Ok(tunnels)
+}
+
+type ServiceToken = Option<(String, String, crate::secret::Secret)>;
+
+fn service_token(t: &TunnelFile, dir: &Path) -> Result<ServiceToken, String> {
+    let env = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            format!("environment variable {name} is not set (named by service_token_*_env)")
+        })
+    };
+    match (
+        &t.service_token_id_env,
+        &t.service_token_secret_env,
+        &t.service_token_file,
+    ) {
+        (None, None, None) => Ok(None),
+        (Some(i), Some(s), None) => Ok(Some((
+            format!("${i}/${s}"),
+            env(i)?,
+            crate::secret::Secret::new(env(s)?),
+        ))),
+        (None, None, Some(f)) => {
+            let path = dir.join(f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read service_token_file {}: {e}", path.display()))?;
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            match (lines.next(), lines.next(), lines.next()) {
+                (Some(id), Some(secret), None) => Ok(Some((
+                    path.display().to_string(),
+                    id.to_string(),
+                    crate::secret::Secret::new(secret),
+                ))),
+                _ => Err(format!(
+                    "service_token_file {} must hold two lines: the client id, then the secret",
+                    path.display()
+                )),
+            }
+        }
+        _ => Err(
+            "give service_token_id_env and service_token_secret_env together, or service_token_file alone"
+                .into(),
+        ),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && *l != "^")
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A tunnel being served: its spec, the token that stops it, and its task.
+struct Running {
+    tunnel: Tunnel,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Serve every tunnel of `path` until `shutdown`, reloading when `reload` receives
+/// (the caller sends on SIGHUP) and when the file changes (a watcher on its
+/// directory, so editors that replace the file are seen too).
+pub async fn run(
+    path: &Path,
+    shutdown: CancellationToken,
+    reload: (mpsc::Sender<()>, mpsc::Receiver<()>),
+    grace: Duration,
+) -> Result<(), Error> {
+    let (tx, mut rx) = reload;
+    let locks = Arc::new(OrgLocks::default());
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    crate::serve::raise_fd_limit();
+    for t in load(path)? {
+        let r = start(t, &locks, &shutdown, grace).await?;
+        running.insert(r.tunnel.name.clone(), r);
+    }
+    info!("{} tunnels up from {}", running.len(), path.display());
+    let _watcher = match watch(path, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let shown = path.display();
+            tracing::warn!("not watching {shown} for changes ({e}); reload it with SIGHUP");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = rx.recv() => {}
+        }
+        // An editor's save is several events: let them settle, then reload once.
+        tokio::time::sleep(SETTLE).await;
+        while rx.try_recv().is_ok() {}
+        apply(path, &mut running, &locks, &shutdown, grace).await;
+    }
+    for r in running.into_values() {
+        let _ = r.task.await;
+    }
+    Ok(())
+}
+
+/// Watch the directory of `path` and send on `tx` when `path` itself changes.
+fn watch(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let name = path.file_name().map(|n| n.to_os_string());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let ours = event.is_ok_and(|e| {
+            !e.kind.is_access() && e.paths.iter().any(|p| p.file_name() == name.as_deref())
+        });
+        if ours {
+            let _ = tx.try_send(());
+        }
+    })?;
+    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Reload: compare the new file with what runs, and change only what differs.
+async fn apply(
+    path: &Path,
+    running: &mut BTreeMap<String, Running>,
+    locks: &Arc<OrgLocks>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) {
+    let new = match load(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return error!("not reloaded, the running tunnels stay as they were: {e}");
+        }
+    };
+    let wanted: BTreeMap<String, Tunnel> = new.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let gone: Vec<String> = running
+        .iter()
+        .filter(|(name, r)| wanted.get(*name) != Some(&r.tunnel))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in gone {
+        if let Some(r) = running.remove(&name) {
+            info!("tunnel {name}: stopping (live connections drain)");
+            r.stop.cancel();
+            // Its listeners close when its accept loops return; the drain goes on
+            // in the background.
+            tokio::spawn(r.task);
+        }
+    }
+    let (mut started, mut failed) = (0, 0);
+    for (name, t) in wanted {
+        if running.contains_key(&name) {
+            continue;
+        }
+        match start(t, locks, shutdown, grace).await {
+            Ok(r) => {
+                started += 1;
+                running.insert(name, r);
+            }
+            Err(e) => {
+                failed += 1;
+                error!("tunnel {name} not started: {e}");
+            }
+        }
+    }
+    info!(
+        "reloaded {}: {} tunnels running ({started} started, {failed} failed)",
+        path.display(),
+        running.len()
+    );
+}
+
+async fn start(
+    tunnel: Tunnel,
+    locks: &Arc<OrgLocks>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Result<Running, Error> {
+    let target = Arc::new(crate::app::target_with_locks(
+        &tunnel.args(),
+        Some(locks.clone()),
+    )?);
+    // A changed tunnel's old listener may still be closing: retry a busy address
+    // for a moment before giving up.
+    let mut tries = 0;
+    let listeners = loop {
+        match listen::bind(&tunnel.listen).await {
+            Ok(l) => break l,
+            Err(listen::ListenError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && tries < 20 =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let stop = shutdown.child_token();
+    let task = tokio::spawn(listen::serve(listeners, target, stop.clone(), grace));
+    info!("tunnel {}", tunnel.plan_line());
+    Ok(Running { tunnel, stop, task })
+}
