@@ -116,6 +116,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
         Command::Edge(args) => edge_command(args, shutdown).await.map(|_| exit::OK),
         Command::Demo(args) => crate::demo::run(&args, shutdown).await.map(|_| exit::OK),
         Command::Up(args) => up_command(args, shutdown).await.map(|_| exit::OK),
+        Command::Doctor(args) => doctor_command(args).await,
     }
 }
 
@@ -149,18 +150,9 @@ async fn check_credentials(target: &Target) -> Result<(), Error> {
         Some(auth) => {
             auth.token(None).await?;
         }
-        None => {
-            let conn = crate::client::connect(target).await?;
-            // Close at once with a close frame (not the half-close marker): the edge
-            // ends the origin stream cleanly. The answer is not worth waiting long for.
-            let nothing = tokio::io::join(tokio::io::empty(), tokio::io::sink());
-            let opts = crate::bridge::Options::default();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                crate::bridge::run(nothing, conn.ws, opts),
-            )
-            .await;
-        }
+        None => crate::client::probe(target, None)
+            .await
+            .map_err(|e| Error::Conn(e.into()))?,
     }
     Ok(())
 }
@@ -258,6 +250,30 @@ pub fn ssh_config(t: &Target, exe: &str) -> String {
             format!(":{}", t.port)
         },
     )
+}
+
+async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
+    let access = AccessArgs {
+        hostname: args.hostname,
+        url: Vec::new(),
+        destination: None,
+        service_token_id: args.service_token_id,
+        service_token_secret: args.service_token_secret,
+        token: None,
+        header: Vec::new(),
+        edge: args.edge,
+        login_now: false,
+    };
+    let target = target_from(&access)?;
+    let report = crate::doctor::run(&target, target.auth.as_deref()).await;
+    let text = if args.json {
+        serde_json::to_string(&report).unwrap_or_default() + "\n"
+    } else {
+        report.text()
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(report.exit_code)
 }
 
 async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Result<(), Error> {

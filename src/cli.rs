@@ -76,9 +76,39 @@ pub enum Command {
     /// Start a local edge, an echo origin and a listener in this process, and prove a
     /// round trip through them.
     Demo(DemoArgs),
+    /// Walk the path to an app and say where it breaks, with a fix for each step.
+    Doctor(DoctorArgs),
     /// Serve every tunnel of one config file in one process (one login per auth
     /// domain; reloads on SIGHUP and when the file changes).
     Up(UpArgs),
+}
+
+/// Flags of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The app, as for `tcp --hostname`.
+    pub hostname: String,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Service token client id (check the path with it instead of a login).
+    #[arg(
+        long = "service-token-id",
+        visible_alias = "id",
+        env = "TUNNEL_SERVICE_TOKEN_ID"
+    )]
+    pub service_token_id: Option<String>,
+    /// Service token client secret.
+    #[arg(
+        long = "service-token-secret",
+        visible_alias = "secret",
+        env = "TUNNEL_SERVICE_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub service_token_secret: Option<String>,
+    /// How to reach the edge and where tokens are cached.
+    #[command(flatten)]
+    pub edge: Reach,
 }
 
 /// Flags of `up`.

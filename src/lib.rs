@@ -15,6 +15,7 @@
 //! - [`secret`]: strings that never print themselves.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into one cancellation token.
 //! - [`commands`]: `login`, `token`, `logout` and `curl`.
+//! - [`doctor`]: `tunnel doctor`, where the path to an app breaks.
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
 //! - [`exit`]: the documented process exit codes.
 //! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod demo;
+pub mod doctor;
 pub mod edge;
 pub mod exit;
 pub mod frame;

@@ -196,6 +196,33 @@ impl Authenticator {
         }
     }
 
+    /// Discover the app (metadata verified against its auth domain's keys) and read
+    /// the edge's clock from the same answer's `Date` header (Unix seconds), for
+    /// `tunnel doctor`.
+    pub async fn probe(&self) -> Result<(AppInfo, Option<u64>), AuthError> {
+        let date = self
+            .client(&[self.cfg.host.as_str()], REQUEST_TIMEOUT)?
+            .head(self.cfg.app_url())
+            .send()
+            .await
+            .ok()
+            .and_then(|r| {
+                let v = r.headers().get(reqwest::header::DATE)?.to_str().ok()?;
+                let t = httpdate::parse_http_date(v).ok()?;
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            });
+        let mut state = self.state.lock().await;
+        let (info, _) = self.discover(&mut state).await?;
+        Ok((info, date))
+    }
+
+    /// The token cache.
+    pub fn cache(&self) -> &Store {
+        &self.store
+    }
+
     /// Delete this app's cached tokens (found by host, without the network, else by
     /// discovery); returns the files removed.
     pub async fn logout(&self) -> Result<Vec<PathBuf>, AuthError> {

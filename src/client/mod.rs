@@ -66,6 +66,20 @@ where
         })
 }
 
+/// Open one stream with `token` (or the target's own credentials) and close it at
+/// once with a close frame, so the edge ends the origin stream cleanly: proves the
+/// credentials without moving data (`--login-now`, `tunnel doctor`).
+pub async fn probe(
+    target: &Target,
+    token: Option<&crate::secret::Secret>,
+) -> Result<(), DialError> {
+    let conn = dial::dial(target, token).await?;
+    let nothing = tokio::io::join(tokio::io::empty(), tokio::io::sink());
+    let close = bridge::run(nothing, conn.ws, bridge::Options::default());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), close).await;
+    Ok(())
+}
+
 /// Dial, logging in lazily: a login redirect (or a refused login token) makes the
 /// authenticator produce a token, once per cause, and the dial is tried again. With
 /// a service token or `--token` there is no authenticator, so no login ever happens.
