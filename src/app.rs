@@ -129,7 +129,12 @@ fn reported(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
 }
 
 async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(), Error> {
-    let target = Arc::new(target_from(args)?);
+    let mut target = target_from(args)?;
+    if let Some(metrics) = metrics_endpoint(args.metrics.as_deref(), &shutdown).await? {
+        let name = target.host.clone();
+        target.metrics = Some(crate::metrics::TunnelMetrics { metrics, name });
+    }
+    let target = Arc::new(target);
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
     if args.login_now {
@@ -143,6 +148,23 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
     }
     listen::serve(listeners, target, shutdown, shutdown::GRACE).await;
     Ok(())
+}
+
+/// With `--metrics ADDR`: bind it (before anything else runs, so a busy port is an
+/// error at start), serve the metrics until `shutdown`, and return them.
+async fn metrics_endpoint(
+    addr: Option<&str>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<crate::metrics::Metrics>>, Error> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = crate::metrics::bind(addr).await.map_err(Error::Io)?;
+    let metrics = crate::metrics::Metrics::new();
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Some(metrics))
 }
 
 async fn check_credentials(target: &Target) -> Result<(), Error> {
@@ -263,6 +285,7 @@ async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
         header: Vec::new(),
         edge: args.edge,
         login_now: false,
+        metrics: None,
     };
     let target = target_from(&access)?;
     let report = crate::doctor::run(&target, target.auth.as_deref()).await;
@@ -307,7 +330,8 @@ async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Re
             });
         }
     }
-    crate::up::run(&path, shutdown, (tx, rx), shutdown::GRACE).await
+    let metrics = metrics_endpoint(args.metrics.as_deref(), &shutdown).await?;
+    crate::up::run(&path, shutdown, (tx, rx), shutdown::GRACE, metrics).await
 }
 
 async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(), Error> {
@@ -349,7 +373,11 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
                     "edge needs --config FILE (see `tunnel edge --help`)".into(),
                 ));
             };
-            let edge = Arc::new(Edge::load(Config::load(&path).map_err(EdgeError::from)?)?);
+            let edge = Edge::load(Config::load(&path).map_err(EdgeError::from)?)?;
+            if let Some(m) = metrics_endpoint(args.metrics.as_deref(), &shutdown).await? {
+                edge.metrics.set(m).ok();
+            }
+            let edge = Arc::new(edge);
             crate::serve::raise_fd_limit();
             let listener = edge.bind().await?;
             edge::serve(edge, listener, shutdown, shutdown::GRACE).await;

@@ -120,6 +120,9 @@ pub struct UpArgs {
     /// Validate the file, print the plan (one line per tunnel) and exit.
     #[arg(long)]
     pub check: bool,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, env = "TUNNEL_METRICS", value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// Flags shared by `tcp` and `ssh`.
@@ -173,6 +176,9 @@ pub struct AccessArgs {
     /// Log in at start instead of at the first connection (listener mode).
     #[arg(long)]
     pub login_now: bool,
+    /// Serve Prometheus metrics on this address (listener mode), e.g. 127.0.0.1:9090.
+    #[arg(long, env = "TUNNEL_METRICS", value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 }
 
 /// Reaching the edge, and the login's token cache: shared by `tcp`, `ssh` and the
@@ -279,6 +285,9 @@ pub struct EdgeArgs {
     /// The edge's config file (TOML).
     #[arg(long, short = 'c', env = "TUNNEL_EDGE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9091.
+    #[arg(long, env = "TUNNEL_EDGE_METRICS", value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
     /// A tool instead of running the edge.
     #[command(subcommand)]
     pub tool: Option<EdgeTool>,

@@ -17,6 +17,7 @@
 //! - [`commands`]: `login`, `token`, `logout` and `curl`.
 //! - [`doctor`]: `tunnel doctor`, where the path to an app breaks.
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
+//! - [`metrics`]: Prometheus metrics served on `--metrics ADDR`.
 //! - [`exit`]: the documented process exit codes.
 //! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
 //! - [`up`]: `tunnel up`, every tunnel of one file in one process, hot reload.
@@ -35,6 +36,7 @@ pub mod edge;
 pub mod exit;
 pub mod frame;
 pub mod fuzzing;
+pub mod metrics;
 pub mod protocol;
 pub mod secret;
 pub mod serve;

@@ -21,6 +21,7 @@ use crate::app::Error;
 use crate::auth::login::OrgLocks;
 use crate::cli::{AccessArgs, Reach};
 use crate::client::listen;
+use crate::metrics::{Metrics, TunnelMetrics};
 
 /// How long a burst of change events may take before the file is read again.
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -113,6 +114,7 @@ impl Tunnel {
                 transfer_url: self.transfer_url.clone(),
             },
             login_now: false,
+            metrics: None,
         }
     }
 
@@ -288,13 +290,18 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: (mpsc::Sender<()>, mpsc::Receiver<()>),
     grace: Duration,
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<(), Error> {
     let (tx, mut rx) = reload;
-    let locks = Arc::new(OrgLocks::default());
+    let shared = Shared {
+        locks: Arc::new(OrgLocks::default()),
+        metrics,
+        grace,
+    };
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     crate::serve::raise_fd_limit();
     for t in load(path)? {
-        let r = start(t, &locks, &shutdown, grace).await?;
+        let r = start(t, &shared, &shutdown).await?;
         running.insert(r.tunnel.name.clone(), r);
     }
     info!("{} tunnels up from {}", running.len(), path.display());
@@ -314,7 +321,7 @@ pub async fn run(
         // An editor's save is several events: let them settle, then reload once.
         tokio::time::sleep(SETTLE).await;
         while rx.try_recv().is_ok() {}
-        apply(path, &mut running, &locks, &shutdown, grace).await;
+        apply(path, &mut running, &shared, &shutdown).await;
     }
     for r in running.into_values() {
         let _ = r.task.await;
@@ -346,9 +353,8 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::Recommende
 async fn apply(
     path: &Path,
     running: &mut BTreeMap<String, Running>,
-    locks: &Arc<OrgLocks>,
+    shared: &Shared,
     shutdown: &CancellationToken,
-    grace: Duration,
 ) {
     let new = match load(path) {
         Ok(t) => t,
@@ -376,7 +382,7 @@ async fn apply(
         if running.contains_key(&name) {
             continue;
         }
-        match start(t, locks, shutdown, grace).await {
+        match start(t, shared, shutdown).await {
             Ok(r) => {
                 started += 1;
                 running.insert(name, r);
@@ -394,16 +400,24 @@ async fn apply(
     );
 }
 
+/// What every tunnel of one `up` shares.
+struct Shared {
+    locks: Arc<OrgLocks>,
+    metrics: Option<Arc<Metrics>>,
+    grace: Duration,
+}
+
 async fn start(
     tunnel: Tunnel,
-    locks: &Arc<OrgLocks>,
+    shared: &Shared,
     shutdown: &CancellationToken,
-    grace: Duration,
 ) -> Result<Running, Error> {
-    let target = Arc::new(crate::app::target_with_locks(
-        &tunnel.args(),
-        Some(locks.clone()),
-    )?);
+    let mut target = crate::app::target_with_locks(&tunnel.args(), Some(shared.locks.clone()))?;
+    target.metrics = shared.metrics.clone().map(|metrics| TunnelMetrics {
+        metrics,
+        name: tunnel.name.clone(),
+    });
+    let target = Arc::new(target);
     // A changed tunnel's old listener may still be closing: retry a busy address
     // for a moment before giving up.
     let mut tries = 0;
@@ -420,7 +434,7 @@ async fn start(
         }
     };
     let stop = shutdown.child_token();
-    let task = tokio::spawn(listen::serve(listeners, target, stop.clone(), grace));
+    let task = tokio::spawn(listen::serve(listeners, target, stop.clone(), shared.grace));
     info!("tunnel {}", tunnel.plan_line());
     Ok(Running { tunnel, stop, task })
 }

@@ -11,6 +11,7 @@ mod doctor;
 mod fuzz_seeds;
 mod handshake;
 mod login;
+mod metrics;
 mod postgres;
 mod security;
 mod ssh;

@@ -51,19 +51,85 @@ pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnErr
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
+    let counted = target.metrics.as_ref().map(Counted::start);
+    let started = std::time::Instant::now();
     // Boxed: the handshake's state (TLS, HTTP) is large and needed only briefly;
     // inline it would stay in every connection's task for its whole life.
-    let conn = Box::pin(connect(target)).await?;
+    let conn = match Box::pin(connect(target)).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(c) = &counted {
+                c.failed(if matches!(e, ConnError::Auth(_)) {
+                    "auth"
+                } else {
+                    "dial"
+                });
+            }
+            return Err(e);
+        }
+    };
+    if let Some(c) = &counted {
+        c.m.metrics
+            .dial_seconds
+            .with_label_values(&[&c.m.name])
+            .observe(started.elapsed().as_secs_f64());
+    }
     let opts = bridge::Options {
         peer_half_close: conn.peer_half_close,
         ..Default::default()
     };
-    bridge::run(local, conn.ws, opts)
-        .await
-        .map_err(|source| ConnError::Bridge {
-            host: target.host.clone(),
-            source,
-        })
+    let result = bridge::run(local, conn.ws, opts).await;
+    if let Some(c) = &counted {
+        match &result {
+            Ok(s) => {
+                let bytes = &c.m.metrics.bytes_total;
+                bytes.with_label_values(&[&c.m.name, "up"]).inc_by(s.up);
+                bytes.with_label_values(&[&c.m.name, "down"]).inc_by(s.down);
+            }
+            Err(_) => c.failed("cut"),
+        }
+    }
+    result.map_err(|source| ConnError::Bridge {
+        host: target.host.clone(),
+        source,
+    })
+}
+
+/// One counted connection: open while it lives.
+struct Counted<'a> {
+    m: &'a crate::metrics::TunnelMetrics,
+}
+
+impl<'a> Counted<'a> {
+    fn start(m: &'a crate::metrics::TunnelMetrics) -> Counted<'a> {
+        m.metrics
+            .connections_total
+            .with_label_values(&[&m.name])
+            .inc();
+        m.metrics
+            .connections_open
+            .with_label_values(&[&m.name])
+            .inc();
+        Counted { m }
+    }
+
+    fn failed(&self, reason: &str) {
+        self.m
+            .metrics
+            .connection_failures_total
+            .with_label_values(&[&self.m.name, reason])
+            .inc();
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.m
+            .metrics
+            .connections_open
+            .with_label_values(&[&self.m.name])
+            .dec();
+    }
 }
 
 /// Open one stream with `token` (or the target's own credentials) and close it at
@@ -93,7 +159,20 @@ pub async fn connect(target: &Target) -> Result<dial::Connected, ConnError> {
         match dial::dial(target, token.as_ref()).await {
             Ok(conn) => return Ok(conn),
             Err(DialError::LoginRequired { .. } | DialError::TokenRefused { .. }) => {
-                token = Some(auth.token(token.as_ref()).await?.token);
+                let obtained = auth.token(token.as_ref()).await?;
+                if let Some(m) = &target.metrics {
+                    let source = match obtained.source {
+                        crate::auth::Source::Cache => "cache",
+                        crate::auth::Source::Exchange => "exchange",
+                        crate::auth::Source::Browser => "browser",
+                    };
+                    let kind = if token.is_some() { "refresh" } else { "new" };
+                    m.metrics
+                        .tokens_total
+                        .with_label_values(&[source, kind])
+                        .inc();
+                }
+                token = Some(obtained.token);
             }
             Err(e) => return Err(e.into()),
         }

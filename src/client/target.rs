@@ -49,6 +49,8 @@ pub struct Target {
     pub proxy: Option<super::proxy::Proxy>,
     /// Lazy login for this app, when no service token or `--token` was given.
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Where this tunnel's connections are counted (`--metrics`).
+    pub metrics: Option<crate::metrics::TunnelMetrics>,
 }
 
 /// A malformed `--hostname`, `--destination`, `--connect-to` or `-H`.
@@ -145,6 +147,7 @@ impl Target {
             tls_config: None,
             proxy: None,
             auth: None,
+            metrics: None,
         })
     }
 

@@ -66,6 +66,8 @@ pub struct Edge {
     pub tls: Option<TlsAcceptor>,
     /// Sealed login hand-offs waiting for pickup.
     pub handoffs: handoff::Handoffs,
+    /// Where streams and refusals are counted, once `--metrics` sets it.
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Edge {
@@ -81,6 +83,7 @@ impl Edge {
             issuer,
             tls,
             handoffs: handoff::Handoffs::default(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 

@@ -72,9 +72,23 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (edge, tracker) = (edge.clone(), tracker.clone());
-        async move { Ok::<_, Infallible>(route(&edge, req, peer, &tracker).await) }
+        async move {
+            let polling = req.uri().path().starts_with("/transfer/");
+            let response = route(&edge, req, peer, &tracker).await;
+            let status = response.status();
+            if let Some(m) = edge.metrics.get()
+                && !polling
+                && (status.is_client_error()
+                    || status.is_server_error()
+                    || status == StatusCode::FOUND)
+            {
+                let reason = crate::metrics::refusal_reason(status);
+                m.refusals_total.with_label_values(&[reason]).inc();
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -190,6 +204,7 @@ async fn route(
             return refusal(StatusCode::FORBIDDEN, &reason, &ray);
         }
     };
+    let connecting = std::time::Instant::now();
     let origin = match tokio::time::timeout(ORIGIN_TIMEOUT, TcpStream::connect(&dest)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -210,6 +225,15 @@ async fn route(
         }
     };
     crate::client::dial::tune(&origin);
+    let metrics = edge.metrics.get().cloned();
+    let app_label = app.hostname.clone();
+    if let Some(m) = &metrics {
+        m.origin_connect_seconds
+            .with_label_values(&[&app_label])
+            .observe(connecting.elapsed().as_secs_f64());
+        m.streams_total.with_label_values(&[&app_label]).inc();
+        m.streams_open.with_label_values(&[&app_label]).inc();
+    }
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
     let tls = edge.tls.is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -234,7 +258,23 @@ async fn route(
             ..Default::default()
         };
         let mut origin = origin;
-        match bridge::run(&mut origin, ws, opts).await {
+        let result = bridge::run(&mut origin, ws, opts).await;
+        if let Some(m) = &metrics {
+            m.streams_open.with_label_values(&[&app_label]).dec();
+            match &result {
+                // On the edge the local side is the origin: `down` is client -> origin.
+                Ok(s) => {
+                    let bytes = &m.edge_bytes_total;
+                    bytes.with_label_values(&[&app_label, "up"]).inc_by(s.down);
+                    bytes.with_label_values(&[&app_label, "down"]).inc_by(s.up);
+                }
+                Err(_) => m
+                    .stream_failures_total
+                    .with_label_values(&[&app_label])
+                    .inc(),
+            }
+        }
+        match result {
             Ok(s) => info!(%peer, ray, up = s.up, down = s.down, "stream closed"),
             Err(e) => {
                 // The origin must not take a cut stream for a complete one.

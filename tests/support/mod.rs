@@ -79,14 +79,26 @@ impl Edge {
         self.dir.path().join("ca.pem")
     }
 
+    /// Like [`Edge::start`], also serving Prometheus metrics (`--metrics
+    /// 127.0.0.1:0`; the address is in its `metrics on` log line).
+    pub fn start_with_metrics(body: &str) -> Edge {
+        Self::start_args(tempdir(), body, "", &["--metrics", "127.0.0.1:0"])
+    }
+
     fn start_in(dir: tempfile::TempDir, body: &str, top: &str) -> Edge {
+        Self::start_args(dir, body, top, &[])
+    }
+
+    fn start_args(dir: tempfile::TempDir, body: &str, top: &str, extra: &[&str]) -> Edge {
         let config = dir.path().join("edge.toml");
         let text = format!(
             "listen = \"127.0.0.1:0\"\nauth_domain = \"auth.example.test\"\nsigning_key = \"signing-key.pem\"\n{top}\n{body}\n"
         )
         .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config, text).unwrap();
-        let mut proc = Proc::spawn(bin(), ["edge", "--config", config.to_str().unwrap()], &[]);
+        let mut args = vec!["edge", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(bin(), &args, &[]);
         let addr = proc.wait_listening();
         Edge {
             dir,
