@@ -300,6 +300,15 @@ async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
 }
 
 async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    if let Some(yml) = &args.from_cloudflared {
+        let (toml, notes) = crate::up::from_cloudflared(yml)?;
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(toml.as_bytes());
+        for n in notes {
+            eprintln!("{n}");
+        }
+        return Ok(());
+    }
     let path = args.config.unwrap_or_else(crate::up::default_path);
     if args.check {
         let tunnels = crate::up::load(&path)?;

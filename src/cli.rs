@@ -120,6 +120,9 @@ pub struct UpArgs {
     /// Validate the file, print the plan (one line per tunnel) and exit.
     #[arg(long)]
     pub check: bool,
+    /// Print a `cloudflared` config.yml's `forwarders:` as this command's TOML, and exit.
+    #[arg(long, value_name = "CONFIG_YML", conflicts_with = "check")]
+    pub from_cloudflared: Option<PathBuf>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090.
     #[arg(long, env = "TUNNEL_METRICS", value_name = "HOST:PORT")]
     pub metrics: Option<String>,

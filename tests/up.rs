@@ -210,3 +210,43 @@ fn reload_adds_removes_and_changes_tunnels_while_a_live_connection_flows() {
     );
     assert_eq!(echo(keep, b"keep"), b"keep");
 }
+
+#[test]
+fn a_cloudflared_config_imports_as_a_checked_plan_without_its_secrets() {
+    let dir = tempdir();
+    let yml = dir.path().join("config.yml");
+    std::fs::write(
+        &yml,
+        "logDirectory: /var/log/cloudflared\nforwarders:\n  - url: ssh.example.com\n    listener: tcp://localhost:2222\n  - url: https://rdp.example.com\n    listener: 127.0.0.1:3389\n    destination: 10.0.0.5:3389\n    serviceTokenID: rdp.access\n    serviceTokenSecret: very-secret-value\n",
+    )
+    .unwrap();
+    let out = run(&["up", "--from-cloudflared", yml.to_str().unwrap()], &[]);
+    assert_exit(&out, 0);
+    let toml = String::from_utf8_lossy(&out.stdout).to_string();
+    let notes = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !toml.contains("very-secret-value") && !notes.contains("very-secret-value"),
+        "{toml}{notes}"
+    );
+    assert!(
+        notes.contains("TUNNEL_RDP_EXAMPLE_COM_ID=rdp.access"),
+        "{notes}"
+    );
+    let config = dir.path().join("up.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let env = [
+        ("TUNNEL_RDP_EXAMPLE_COM_ID", "rdp.access"),
+        ("TUNNEL_RDP_EXAMPLE_COM_SECRET", "very-secret-value"),
+    ];
+    let out = run(
+        &["up", "--check", "--config", config.to_str().unwrap()],
+        &env,
+    );
+    assert_exit(&out, 0);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("ssh.example.com: localhost:2222 -> ssh.example.com (login"),
+        "{plan}"
+    );
+    assert!(plan.contains("rdp.example.com: 127.0.0.1:3389 -> https://rdp.example.com to 10.0.0.5:3389 (service token rdp.access"), "{plan}");
+}
