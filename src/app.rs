@@ -117,6 +117,20 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
         Command::Demo(args) => crate::demo::run(&args, shutdown).await.map(|_| exit::OK),
         Command::Up(args) => up_command(args, shutdown).await.map(|_| exit::OK),
         Command::Doctor(args) => doctor_command(args).await,
+        Command::Status(args) => {
+            let (docs, errors) = crate::status::query().await;
+            for e in errors {
+                tracing::warn!("a status socket did not answer: {e}");
+            }
+            let text = if args.json {
+                serde_json::Value::Array(docs).to_string() + "\n"
+            } else {
+                crate::status::text(&docs)
+            };
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -134,9 +148,27 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
         let name = target.host.clone();
         target.metrics = Some(crate::metrics::TunnelMetrics { metrics, name });
     }
-    let target = Arc::new(target);
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
+    let registry = crate::status::Registry::new();
+    let addrs = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let name = target.host.clone();
+    registry.add_tunnel(
+        &name,
+        &target.url(),
+        addrs,
+        target.auth.clone(),
+        target.credentials.kind(),
+    );
+    target.status = Some(crate::status::Tap {
+        registry: registry.clone(),
+        name,
+    });
+    tokio::spawn(crate::status::serve(registry, shutdown.clone()));
+    let target = Arc::new(target);
     if args.login_now {
         // With a login: log in now. With a service token or --token: prove it to the
         // edge now (one stream, closed at once), so a wrong one fails here with its

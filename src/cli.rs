@@ -78,9 +78,19 @@ pub enum Command {
     Demo(DemoArgs),
     /// Walk the path to an app and say where it breaks, with a fix for each step.
     Doctor(DoctorArgs),
+    /// Show what every running `tunnel up` and `tunnel tcp` of this user is doing.
+    Status(StatusArgs),
     /// Serve every tunnel of one config file in one process (one login per auth
     /// domain; reloads on SIGHUP and when the file changes).
     Up(UpArgs),
+}
+
+/// Flags of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON array (one object per process).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `doctor`.

@@ -13,6 +13,7 @@
 //! - [`tls`]: rustls configurations for both sides.
 //! - [`serve`]: the accept loop shared by the listener and the edge.
 //! - [`secret`]: strings that never print themselves.
+//! - [`status`]: the registry and control socket behind `tunnel status`.
 //! - [`shutdown`]: turning SIGINT/SIGTERM into one cancellation token.
 //! - [`commands`]: `login`, `token`, `logout` and `curl`.
 //! - [`doctor`]: `tunnel doctor`, where the path to an app breaks.
@@ -41,5 +42,6 @@ pub mod protocol;
 pub mod secret;
 pub mod serve;
 pub mod shutdown;
+pub mod status;
 pub mod tls;
 pub mod up;

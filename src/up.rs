@@ -297,7 +297,12 @@ pub async fn run(
         locks: Arc::new(OrgLocks::default()),
         metrics,
         grace,
+        registry: crate::status::Registry::new(),
     };
+    tokio::spawn(crate::status::serve(
+        shared.registry.clone(),
+        shutdown.clone(),
+    ));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     crate::serve::raise_fd_limit();
     for t in load(path)? {
@@ -371,6 +376,7 @@ async fn apply(
     for name in gone {
         if let Some(r) = running.remove(&name) {
             info!("tunnel {name}: stopping (live connections drain)");
+            shared.registry.remove_tunnel(&name);
             r.stop.cancel();
             // Its listeners close when its accept loops return; the drain goes on
             // in the background.
@@ -405,6 +411,7 @@ struct Shared {
     locks: Arc<OrgLocks>,
     metrics: Option<Arc<Metrics>>,
     grace: Duration,
+    registry: Arc<crate::status::Registry>,
 }
 
 async fn start(
@@ -415,6 +422,10 @@ async fn start(
     let mut target = crate::app::target_with_locks(&tunnel.args(), Some(shared.locks.clone()))?;
     target.metrics = shared.metrics.clone().map(|metrics| TunnelMetrics {
         metrics,
+        name: tunnel.name.clone(),
+    });
+    target.status = Some(crate::status::Tap {
+        registry: shared.registry.clone(),
         name: tunnel.name.clone(),
     });
     let target = Arc::new(target);
@@ -433,6 +444,18 @@ async fn start(
             Err(e) => return Err(e.into()),
         }
     };
+    let addrs = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let creds = target.credentials.kind();
+    shared.registry.add_tunnel(
+        &tunnel.name,
+        &target.url(),
+        addrs,
+        target.auth.clone(),
+        creds,
+    );
     let stop = shutdown.child_token();
     let task = tokio::spawn(listen::serve(listeners, target, stop.clone(), shared.grace));
     info!("tunnel {}", tunnel.plan_line());

@@ -15,4 +15,5 @@ mod metrics;
 mod postgres;
 mod security;
 mod ssh;
+mod status;
 mod up;

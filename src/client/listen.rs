@@ -100,7 +100,7 @@ pub async fn serve(
 
 async fn handle(mut socket: TcpStream, peer: SocketAddr, target: &Target) {
     let _ = socket.set_nodelay(true);
-    match super::serve_stream(&mut socket, target).await {
+    match super::serve_stream_from(&mut socket, target, Some(peer)).await {
         Ok(stats) => debug!(%peer, up = stats.up, down = stats.down, "connection closed"),
         Err(e) => {
             if matches!(e, super::ConnError::Bridge { .. }) {

@@ -51,6 +51,32 @@ pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnErr
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
+    serve_stream_from(local, target, None).await
+}
+
+/// [`serve_stream`] for a connection from `peer`, listed for `tunnel status` while it
+/// lives (with its bytes counted as they move) when the target has a status tap.
+pub async fn serve_stream_from<L>(
+    local: L,
+    target: &Target,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Stats, ConnError>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+{
+    match &target.status {
+        Some(tap) => {
+            let live = tap.registry.open(&tap.name, peer);
+            bridged(live.count(local), target).await
+        }
+        None => bridged(local, target).await,
+    }
+}
+
+async fn bridged<L>(local: L, target: &Target) -> Result<Stats, ConnError>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+{
     let counted = target.metrics.as_ref().map(Counted::start);
     let started = std::time::Instant::now();
     // Boxed: the handshake's state (TLS, HTTP) is large and needed only briefly;

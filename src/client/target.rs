@@ -24,6 +24,17 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// What kind of credentials these are, for status output (never the value).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::None => "login",
+            Credentials::Token(_) => "token",
+            Credentials::ServiceToken { .. } => "service token",
+        }
+    }
+}
+
 /// Everything needed to open one tunnel stream, validated once at start.
 #[derive(Clone)]
 pub struct Target {
@@ -51,6 +62,8 @@ pub struct Target {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// Where this tunnel's connections are counted (`--metrics`).
     pub metrics: Option<crate::metrics::TunnelMetrics>,
+    /// Where its live connections are listed for `tunnel status`.
+    pub status: Option<crate::status::Tap>,
 }
 
 /// A malformed `--hostname`, `--destination`, `--connect-to` or `-H`.
@@ -148,6 +161,7 @@ impl Target {
             proxy: None,
             auth: None,
             metrics: None,
+            status: None,
         })
     }
 
