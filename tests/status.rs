@@ -90,11 +90,10 @@ fn status_lists_the_live_connection_and_the_token_identity() {
     // is cleaned up by the next query.
     drop(live);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while status(&rt_s)[0]["tunnels"][0]["connections"]
+    while !status(&rt_s)[0]["tunnels"][0]["connections"]
         .as_array()
         .unwrap()
-        .len()
-        > 0
+        .is_empty()
     {
         assert!(
             std::time::Instant::now() < deadline,
