@@ -17,6 +17,7 @@
 //! - [`commands`]: `login`, `token`, `logout` and `curl`.
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
 //! - [`exit`]: the documented process exit codes.
+//! - [`logfile`]: the `--logfile` writer, reopened on SIGHUP for log rotation.
 //! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod edge;
 pub mod exit;
 pub mod frame;
 pub mod fuzzing;
+pub mod logfile;
 pub mod protocol;
 pub mod secret;
 pub mod serve;
