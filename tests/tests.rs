@@ -7,6 +7,8 @@ mod bad_input;
 mod browser_login;
 mod commands;
 mod data_path;
+mod edge_logs;
+mod examples;
 mod fuzz_seeds;
 mod handshake;
 mod login;
