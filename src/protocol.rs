@@ -1,5 +1,5 @@
 //! The wire contract shared by our client and our edge, compatible with Cloudflare
-//! Access and stock `cloudflared access` (see DESIGN.md section 2).
+//! Access and stock `cloudflared access` (README: "How it works").
 
 /// Header carrying an Access JWT on the WebSocket handshake.
 pub const ACCESS_TOKEN: &str = "Cf-Access-Token";

@@ -1,4 +1,4 @@
-//! Org-token exchange (DESIGN.md section 2): with a valid org token, follow the app's
+//! Org-token exchange (README: "Logging in"): with a valid org token, follow the app's
 //! login redirects sending `CF_Authorization=<org token>` to login URLs, carry the
 //! `CF_AppSession` cookie, stop after `/cdn-cgi/access/authorized`, and take the
 //! `CF_Authorization` cookie it sets as the new app token. No browser.

@@ -1,5 +1,5 @@
 //! Opening one authenticated WebSocket to the edge: TCP (with `--connect-to`), TLS,
-//! the handshake of DESIGN.md section 2, and errors that say what went wrong and
+//! the handshake (README: "How it works"), and errors that say what went wrong and
 //! what to do (status, `Location`, `cf-ray`, the edge's stated reason).
 
 use std::io;
@@ -182,7 +182,7 @@ impl DialError {
 }
 
 /// Build the handshake request for `target`: the header set of stock `cloudflared`
-/// (DESIGN.md section 2) plus our half-close capability header.
+/// (README: "How it works") plus our half-close capability header.
 pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()> {
     let mut req = Request::builder()
         .method("GET")
