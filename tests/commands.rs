@@ -260,6 +260,11 @@ fn tcp_help_lists_its_own_flags_apart_from_the_logging_ones() {
         );
         assert!(logging.contains("--logfile") && logging.contains("--log-level"));
     }
+    // `tunnel --help` names what `edge` needs instead of sending you in a circle.
+    let out = run(&["--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains("see `tunnel edge --help`"), "{help}");
+    assert!(help.contains("tunnel edge --config edge.toml"), "{help}");
 }
 
 #[test]
