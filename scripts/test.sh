@@ -8,7 +8,7 @@
 #
 # The tests drive real programs: OpenSSH (sshd, ssh, scp, ssh-keygen), PostgreSQL
 # (initdb, pg_ctl, postgres, psql, pgbench; run as the `postgres` user via runuser
-# when we are root), `kill` (procps), Chromium with chromedriver, curl and python3. On Debian/Ubuntu they are installed with
+# when we are root), `kill` (procps), Chromium with chromedriver, curl, openssl and python3. On Debian/Ubuntu they are installed with
 # apt-get; `apt-get update` runs at most once, and only when something is missing.
 set -euo pipefail
 
@@ -50,6 +50,8 @@ have runuser || missing+=(util-linux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 have curl || missing+=(curl)
+# The README's "TLS for the edge" commands run in a test.
+have openssl || missing+=(openssl)
 have python3 || missing+=(python3)
 
 if [ ${#missing[@]} -gt 0 ]; then

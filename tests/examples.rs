@@ -106,3 +106,88 @@ fn the_main_example_starts_an_edge_that_carries_a_stream() {
     assert_eq!(back, b"hello, example\n", "edge stderr:\n{}", edge.stderr());
     assert!(dir.path().join("signing-key.pem").exists());
 }
+
+/// The first ```sh block after `heading` in the README.
+fn readme_block(heading: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let after = &readme[readme.find(heading).expect("README heading")..];
+    let start = after.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let len = after[start..].find("```").unwrap();
+    after[start..start + len].to_string()
+}
+
+#[test]
+fn the_readme_s_openssl_commands_make_a_certificate_the_tls_example_serves() {
+    let dir = tempdir();
+    let examples = dir.path().join("examples");
+    std::fs::create_dir(&examples).unwrap();
+    for example in crate::examples::examples() {
+        std::fs::copy(&example, examples.join(example.file_name().unwrap())).unwrap();
+    }
+    // Run the block as a reader would, with this build's `tunnel` first on PATH.
+    let bin_dir = bin().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = format!("set -eu\n{}", readme_block("### TLS for the edge"));
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README block failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edge-tls.toml: ok ("));
+
+    // The edge serves that certificate, and a client trusting ca.pem gets through.
+    let origin = EchoOrigin::start();
+    let text = std::fs::read_to_string(examples.join("edge-tls.toml")).unwrap();
+    let ours = text
+        .replace("listen = \"0.0.0.0:7443\"", "listen = \"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:5432\"", &format!("\"{}\"", origin.addr));
+    assert!(ours.contains("127.0.0.1:0\"") && ours.contains(&origin.addr.to_string()));
+    std::fs::write(examples.join("edge-tls.toml"), ours).unwrap();
+    let config = examples.join("edge-tls.toml");
+    let mut edge = Proc::spawn(bin(), ["edge", "--config", config.to_str().unwrap()], &[]);
+    let addr = edge.wait_listening();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "ssh",
+        "--hostname",
+        "db.example.test",
+        "--connect-to",
+        &addr.to_string(),
+        "--ca-file",
+        examples.join("ca.pem").to_str().unwrap(),
+        "--id",
+        "ci.access",
+        "--secret",
+        "ci-secret-change-me",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"over wss\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.stdout,
+        b"over wss\n",
+        "stderr: {}\nedge: {}",
+        String::from_utf8_lossy(&out.stderr),
+        edge.stderr()
+    );
+}
