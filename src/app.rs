@@ -243,20 +243,26 @@ pub fn ssh_config(t: &Target, exe: &str) -> String {
 }
 
 async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(), Error> {
-    if let Some(EdgeTool::HashPassword) = args.tool {
-        let hash = crate::edge::login::hash_password(&read_new_password()?).map_err(Error::Io)?;
-        println!("{hash}");
-        return Ok(());
-    }
-    let Some(path) = args.config else {
-        return Err(Error::Usage(
-            "edge needs --config FILE (e.g. examples/edge.toml; see the README's \"The edge\")"
-                .into(),
-        ));
+    // Every tool but hash-password needs the config; it is read once, here.
+    let load = || -> Result<(std::path::PathBuf, Config), Error> {
+        let Some(path) = args.config.clone() else {
+            return Err(Error::Usage(
+                "edge needs --config FILE (e.g. examples/edge.toml; see the README's \"The edge\")"
+                    .into(),
+            ));
+        };
+        let config = Config::load(&path).map_err(EdgeError::from)?;
+        Ok((path, config))
     };
-    let config = Config::load(&path).map_err(EdgeError::from)?;
     match args.tool {
-        Some(EdgeTool::MintToken(m)) => {
+        Some(EdgeTool::HashPassword) => {
+            let hash =
+                crate::edge::login::hash_password(&read_new_password()?).map_err(Error::Io)?;
+            println!("{hash}");
+            Ok(())
+        }
+        Some(EdgeTool::MintToken(ref m)) => {
+            let (_, config) = load()?;
             let ttl = humantime::parse_duration(&m.ttl)
                 .map_err(|e| e.to_string())
                 .and_then(|d| {
@@ -275,6 +281,7 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
             Ok(())
         }
         Some(EdgeTool::CheckConfig) => {
+            let (path, config) = load()?;
             Edge::check(&config)?;
             let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
             println!(
@@ -291,8 +298,8 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
             );
             Ok(())
         }
-        Some(EdgeTool::HashPassword) => unreachable!("handled above"),
         None => {
+            let (_, config) = load()?;
             let edge = Arc::new(Edge::load(config)?);
             crate::serve::raise_fd_limit();
             let listener = edge.bind().await?;

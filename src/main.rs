@@ -15,8 +15,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            // Help and version go to stdout as clap prints them; so does the help
-            // shown for a bare `tunnel` (exit 2). Every other argument error is one
+            // Help and version as clap prints them (stdout), and the help a bare
+            // `tunnel` gets (stderr, exit 2). Every other argument error is one
             // line, as every other error is.
             if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 let _ = e.print();
