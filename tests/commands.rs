@@ -318,3 +318,92 @@ fn curl_gets_connect_to_and_ca_file_too() {
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("carries TCP over WebSocket"), "{body}");
 }
+
+/// Drives `tunnel edge hash-password` on a pseudo-terminal: waits for each prompt
+/// and for echo to be off (the pty's termios) before typing, so the check that
+/// nothing is echoed cannot race. Prints everything the terminal showed.
+#[cfg(unix)]
+const PTY_DRIVER: &str = r#"
+import os, pty, sys, termios, time
+bin, first, second = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(bin, [bin, "edge", "hash-password"])
+seen = b""
+def read_until(marker):
+    global seen
+    deadline = time.time() + 30
+    while marker not in seen:
+        if time.time() > deadline:
+            sys.exit("timed out waiting for %r; got %r" % (marker, seen))
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+def type_without_echo(text):
+    deadline = time.time() + 30
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        if time.time() > deadline:
+            sys.exit("echo never turned off")
+        time.sleep(0.01)
+    os.write(fd, text + b"\r")
+read_until(b"Password: ")
+type_without_echo(first)
+read_until(b"again: ")
+type_without_echo(second)
+read_until(b"\n$")  # the hash line (or the error line) ends the run
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[cfg(unix)]
+#[test]
+fn hash_password_on_a_terminal_asks_twice_without_echo() {
+    let dir = tempdir();
+    let driver = dir.path().join("pty_driver.py");
+    std::fs::write(&driver, PTY_DRIVER).unwrap();
+    let run_pty = |first: &str, second: &str| {
+        std::process::Command::new("python3")
+            .arg(&driver)
+            .arg(crate::support::bin())
+            .args([first, second])
+            .output()
+            .unwrap()
+    };
+    let out = run_pty("tty-secret-1", "tty-secret-1");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("Password: ") && shown.contains("Password again: "),
+        "{shown}"
+    );
+    assert!(shown.contains("$argon2id$"), "{shown}");
+    assert!(
+        !shown.contains("tty-secret-1"),
+        "the password was echoed: {shown}"
+    );
+    let out = run_pty("tty-secret-1", "tty-secret-2");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("tunnel: error: the two passwords differ"),
+        "{shown}"
+    );
+    assert!(!shown.contains("$argon2id$"), "{shown}");
+}
