@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Logging (every command)")]
 pub struct LogArgs {
-    /// Append logs to this file instead of stderr.
+    /// Append logs to this file instead of stderr (`tunnel edge` reopens it on SIGHUP).
     #[arg(long, global = true, env = "TUNNEL_LOGFILE", value_name = "FILE")]
     pub logfile: Option<PathBuf>,
     /// Write logs to `tunnel.log` in this directory (created if missing) instead of
