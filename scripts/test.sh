@@ -8,8 +8,9 @@
 #
 # The tests drive real programs: OpenSSH (sshd, ssh, scp, ssh-keygen), PostgreSQL
 # (initdb, pg_ctl, postgres, psql, pgbench; run as the `postgres` user via runuser
-# when we are root), `kill` (procps), Chromium with chromedriver, curl, python3, and
-# Prometheus (promtool and the server, for the metrics tests). On Debian/Ubuntu they are installed with
+# when we are root), `kill` (procps), Chromium with chromedriver, curl, openssl,
+# python3, and Prometheus (promtool and the server, for the metrics tests). On
+# Debian/Ubuntu they are installed with
 # apt-get; `apt-get update` runs at most once, and only when something is missing.
 set -euo pipefail
 
@@ -54,6 +55,8 @@ have curl || missing+=(curl)
 # The metrics tests check the exposition with promtool and scrape it with a real
 # Prometheus server (both in Debian's prometheus package).
 { have promtool && have prometheus; } || missing+=(prometheus)
+# The README's "TLS for the edge" commands run in a test.
+have openssl || missing+=(openssl)
 have python3 || missing+=(python3)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{AccessArgs, Command, EdgeArgs, EdgeTool};
+use clap::CommandFactory;
+
+use crate::cli::{AccessArgs, Cli, Command, EdgeArgs, EdgeTool};
 use crate::client::listen::{self, ListenError};
 use crate::client::{ConnError, Credentials, Target, TargetError, stdio, target};
 use crate::edge::{self, Config, Edge, EdgeError};
@@ -55,7 +57,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::Target(_) => exit::USAGE,
-            Error::Listen(ListenError::BadAddress(_)) => exit::USAGE,
+            Error::Listen(ListenError::BadAddress(_) | ListenError::Unusable { .. }) => exit::USAGE,
             Error::Listen(_) | Error::Tls(_) | Error::Edge(_) | Error::Io(_) => exit::LOCAL,
             Error::Config(_) => exit::LOCAL,
             Error::Conn(e) => e.exit_code(),
@@ -131,6 +133,30 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
             let _ = std::io::stdout().write_all(text.as_bytes());
             Ok(exit::OK)
         }
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "tunnel", &mut out);
+            print_bytes(&out).map(|_| exit::OK)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| Error::Io(format!("cannot render the man page: {e}")))?;
+            print_bytes(&out).map(|_| exit::OK)
+        }
+    }
+}
+
+/// Write `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Io(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -178,6 +204,7 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
             _ = shutdown.cancelled() => return Err(Error::Interrupted),
         }
     }
+    announce_shutdown(&shutdown);
     listen::serve(listeners, target, shutdown, shutdown::GRACE).await;
     Ok(())
 }
@@ -376,56 +403,120 @@ async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Re
 }
 
 async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    // Every tool but hash-password needs the config; it is read once, here.
+    let load = || -> Result<(std::path::PathBuf, Config), Error> {
+        let Some(path) = args.config.clone() else {
+            return Err(Error::Usage(
+                "edge needs --config FILE (e.g. examples/edge.toml; see the README's \"The edge\")"
+                    .into(),
+            ));
+        };
+        let config = Config::load(&path).map_err(EdgeError::from)?;
+        Ok((path, config))
+    };
     match args.tool {
-        Some(EdgeTool::MintToken(m)) => {
-            let ttl = humantime::parse_duration(&m.ttl).map_err(|e| {
-                Error::Usage(format!(
-                    "invalid --ttl {:?}: {e}; use e.g. 30m, 1h, 7d",
-                    m.ttl
-                ))
-            })?;
-            let edge = Edge::load(Config::load(&m.config).map_err(EdgeError::from)?)?;
-            println!("{}", edge.mint(&m.app, &m.email, ttl)?);
-            Ok(())
-        }
         Some(EdgeTool::HashPassword) => {
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| Error::Io(format!("cannot read the password from stdin: {e}")))?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                return Err(Error::Usage(
-                    "hash-password reads the password from stdin: got an empty line".into(),
-                ));
-            }
-            let hash = crate::edge::login::hash_password(password).map_err(Error::Io)?;
+            let hash =
+                crate::edge::login::hash_password(&read_new_password()?).map_err(Error::Io)?;
             println!("{hash}");
             Ok(())
         }
-        Some(EdgeTool::CheckConfig(c)) => {
-            let config = Config::load(&c.config).map_err(EdgeError::from)?;
-            println!("{}: ok ({} apps)", c.config.display(), config.apps.len());
+        Some(EdgeTool::MintToken(ref m)) => {
+            let (_, config) = load()?;
+            let ttl = humantime::parse_duration(&m.ttl)
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    (d >= Duration::from_secs(1))
+                        .then_some(d)
+                        .ok_or_else(|| "the token would be expired at once".to_string())
+                })
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "invalid --ttl {:?}: {e}; use at least 1s, e.g. 30m, 1h, 7d",
+                        m.ttl
+                    ))
+                })?;
+            let edge = Edge::load(config)?;
+            println!("{}", edge.mint(&m.app, &m.email, ttl)?);
+            Ok(())
+        }
+        Some(EdgeTool::CheckConfig) => {
+            let (path, config) = load()?;
+            Edge::check(&config)?;
+            let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
+            println!(
+                "{}: ok ({}, {}, {}, {})",
+                path.display(),
+                n(config.apps.len(), "app"),
+                n(config.users.len(), "user"),
+                n(config.service_tokens.len(), "service token"),
+                if config.tls.is_some() {
+                    "TLS"
+                } else {
+                    "plain HTTP on loopback"
+                }
+            );
             Ok(())
         }
         None => {
-            let Some(path) = args.config else {
-                return Err(Error::Usage(
-                    "edge needs --config FILE (see `tunnel edge --help`)".into(),
-                ));
-            };
-            let edge = Edge::load(Config::load(&path).map_err(EdgeError::from)?)?;
+            let (_, config) = load()?;
+            let edge = Edge::load(config)?;
             if let Some(m) = metrics_endpoint(args.metrics.as_deref(), &shutdown).await? {
                 edge.metrics.set(m).ok();
             }
             let edge = Arc::new(edge);
             crate::serve::raise_fd_limit();
             let listener = edge.bind().await?;
+            announce_shutdown(&shutdown);
             edge::serve(edge, listener, shutdown, shutdown::GRACE).await;
             info!("edge stopped");
             Ok(())
         }
     }
+}
+
+/// The password for `edge hash-password`: asked for twice without echo on a
+/// terminal; otherwise the first line of stdin (scripts: `echo pw | ...`).
+fn read_new_password() -> Result<String, Error> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let ask = |prompt: &str| {
+            rpassword::prompt_password(prompt)
+                .map_err(|e| Error::Io(format!("cannot read the password from the terminal: {e}")))
+        };
+        let first = ask("Password: ")?;
+        if ask("Password again: ")? != first {
+            return Err(Error::Usage(
+                "the two passwords differ; run tunnel edge hash-password again".into(),
+            ));
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::Io(format!("cannot read the password from stdin: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.is_empty() {
+        return Err(Error::Usage(
+            "hash-password got an empty password: type one, or pipe it in (echo 'the password' | tunnel edge hash-password)".into(),
+        ));
+    }
+    Ok(password)
+}
+
+/// Log the shutdown line once, when `shutdown` fires, for a command that serves
+/// until then (each accept loop only notes it at debug).
+pub fn announce_shutdown(shutdown: &CancellationToken) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        info!(
+            "shutting down: no new connections; draining live ones for up to {} s",
+            shutdown::GRACE.as_secs()
+        );
+    });
 }
 
 /// How long the demo waits for its round trip.

@@ -17,13 +17,16 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where logs go and how much is said.
+/// Where logs go and how much is said. Listed under their own heading in every
+/// command's `--help`, apart from the command's own flags.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Logging (every command)")]
 pub struct LogArgs {
-    /// Append logs to this file instead of stderr.
+    /// Append logs to this file instead of stderr (`tunnel edge` reopens it on SIGHUP).
     #[arg(long, global = true, env = "TUNNEL_LOGFILE", value_name = "FILE")]
     pub logfile: Option<PathBuf>,
-    /// Write logs to `tunnel.log` in this directory instead of stderr.
+    /// Write logs to `tunnel.log` in this directory (created if missing) instead of
+    /// stderr.
     #[arg(long, global = true, env = "TUNNEL_LOG_DIRECTORY", value_name = "DIR")]
     pub log_directory: Option<PathBuf>,
     /// Least severe level logged [default: info; warn for `ssh` in stdio mode].
@@ -40,9 +43,9 @@ pub struct LogArgs {
 /// Log levels, named as `cloudflared` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
-    /// Everything, including per-connection details.
+    /// Everything, including a line per connection opened and closed.
     Debug,
-    /// Listeners, streams opened and closed.
+    /// Listeners, refusals, login steps, and the edge's summary per minute.
     Info,
     /// Failed connections and retries.
     Warn,
@@ -71,7 +74,8 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Run the system `curl` against an app with its token (logging in if needed).
     Curl(CurlArgs),
-    /// Run a self-hosted edge (see `tunnel edge --help`), or one of its tools.
+    /// Run a self-hosted edge from its config file (`tunnel edge --config edge.toml`),
+    /// or one of its tools.
     Edge(EdgeArgs),
     /// Start a local edge, an echo origin and a listener in this process, and prove a
     /// round trip through them.
@@ -83,6 +87,11 @@ pub enum Command {
     /// Serve every tunnel of one config file in one process (one login per auth
     /// domain; reloads on SIGHUP and when the file changes).
     Up(UpArgs),
+    /// Print a shell completion script, e.g. `tunnel completions bash >
+    /// /etc/bash_completion.d/tunnel`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `tunnel man > ~/.local/share/man/man1/tunnel.1`.
+    Man,
 }
 
 /// Flags of `status`.
@@ -138,6 +147,14 @@ pub struct UpArgs {
     pub metrics: Option<String>,
 }
 
+/// Flags of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
 /// Flags shared by `tcp` and `ssh`.
 #[derive(Debug, Args)]
 pub struct AccessArgs {
@@ -180,7 +197,7 @@ pub struct AccessArgs {
     /// An Access token (JWT) to send as Cf-Access-Token.
     #[arg(long, env = "TUNNEL_ACCESS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Extra request header for the edge, `Name: value` (repeatable).
+    /// Extra request header for the edge, e.g. -H 'X-Team: blue' (repeatable).
     #[arg(long, short = 'H', value_name = "NAME: VALUE")]
     pub header: Vec<String>,
     /// How to reach the edge and where the login keeps its tokens.
@@ -291,12 +308,18 @@ pub struct SshConfigArgs {
     pub hostname: String,
 }
 
-/// `tunnel edge --config edge.toml`, or one of its tools.
+/// `tunnel edge --config edge.toml`, or one of its tools. `--config` may come before
+/// or after the tool's name (`tunnel edge --config X check-config`).
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct EdgeArgs {
-    /// The edge's config file (TOML).
-    #[arg(long, short = 'c', env = "TUNNEL_EDGE_CONFIG", value_name = "FILE")]
+    /// The edge's config file (TOML); see examples/edge.toml.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "TUNNEL_EDGE_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9091.
     #[arg(long, env = "TUNNEL_EDGE_METRICS", value_name = "HOST:PORT")]
@@ -311,19 +334,17 @@ pub struct EdgeArgs {
 pub enum EdgeTool {
     /// Print a token for an app, signed with the edge's key (for scripts and tests).
     MintToken(MintArgs),
-    /// Check a config file and exit 0 when it is valid.
-    CheckConfig(CheckArgs),
-    /// Read a password from stdin (first line) and print its argon2id hash for
-    /// `[[users]] password_hash`.
+    /// Check a config file: exit 0 only when the edge would start with it and every
+    /// user could log in.
+    CheckConfig,
+    /// Print the argon2id hash of a password for `[[users]] password_hash`: asked for
+    /// twice without echo on a terminal, else read from stdin (first line).
     HashPassword,
 }
 
-/// Flags of `edge mint-token`.
+/// Flags of `edge mint-token` (besides `--config`).
 #[derive(Debug, Args)]
 pub struct MintArgs {
-    /// The edge's config file.
-    #[arg(long, short = 'c', env = "TUNNEL_EDGE_CONFIG", value_name = "FILE")]
-    pub config: PathBuf,
     /// The app's hostname.
     #[arg(long)]
     pub app: String,
@@ -335,14 +356,6 @@ pub struct MintArgs {
     pub ttl: String,
 }
 
-/// Flags of `edge check-config`.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The edge's config file.
-    #[arg(long, short = 'c', env = "TUNNEL_EDGE_CONFIG", value_name = "FILE")]
-    pub config: PathBuf,
-}
-
 /// Flags of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -352,6 +365,41 @@ pub struct DemoArgs {
     /// Exit after proving the round trip instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+}
+
+/// A clap error (as clap renders it) on one line for `tunnel: error: ...`: the
+/// message, clap's tips (such as "a similar argument exists: '--hostname'") and which
+/// `--help` to read.
+pub fn one_line_error(rendered: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut command = None;
+    let mut in_usage = false;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(usage) = line.strip_prefix("Usage:") {
+            in_usage = true;
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '<', '[']))
+                .collect();
+            command.get_or_insert(words.join(" "));
+        } else if line.is_empty() || line.starts_with("For more information") {
+            in_usage = false;
+        } else if !in_usage {
+            let line = line.strip_prefix("error:").unwrap_or(line);
+            let line = line.strip_prefix("tip:").unwrap_or(line).trim();
+            let line = line
+                .strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+                .unwrap_or(line);
+            parts.push(line.to_string());
+        }
+    }
+    let command = command.filter(|c| !c.is_empty());
+    parts.push(format!(
+        "see '{} --help'",
+        command.as_deref().unwrap_or("tunnel")
+    ));
+    parts.join("; ")
 }
 
 #[cfg(test)]
@@ -390,5 +438,34 @@ mod tests {
         assert_eq!(a.service_token_secret.as_deref(), Some("s"));
         assert_eq!(cli.log.log_level, Some(LogLevel::Debug));
         assert!(Cli::try_parse_from(["tunnel", "rdp", "-T", "x", "-L", "127.0.0.1:1"]).is_ok());
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_with_the_tip() {
+        let e = Cli::try_parse_from(["tunnel", "tcp", "--hostnme", "x"]).unwrap_err();
+        let line = one_line_error(&e.render().to_string());
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("'--hostnme'"), "{line}");
+        assert!(line.contains("'--hostname'"), "{line}");
+        assert!(line.ends_with("see 'tunnel tcp --help'"), "{line}");
+        let e = Cli::try_parse_from(["tunnel", "logni"]).unwrap_err();
+        let line = one_line_error(&e.render().to_string());
+        assert!(line.contains("'login'"), "{line}");
+        assert!(line.ends_with("see 'tunnel --help'"), "{line}");
+    }
+
+    #[test]
+    fn edge_config_goes_before_or_after_the_tool() {
+        for args in [
+            ["tunnel", "edge", "--config", "e.toml", "check-config"],
+            ["tunnel", "edge", "check-config", "--config", "e.toml"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Edge(e) = cli.command else {
+                panic!("not edge")
+            };
+            assert_eq!(e.config.as_deref(), Some(std::path::Path::new("e.toml")));
+            assert!(matches!(e.tool, Some(EdgeTool::CheckConfig)));
+        }
     }
 }

@@ -179,7 +179,8 @@ pub async fn logout(args: LogoutArgs) -> Result<(), Error> {
 }
 
 /// `tunnel curl URL [curl args...]`: the token goes in a 0600 header file (`-H
-/// @file`), never on curl's command line; curl's exit code is passed through.
+/// @file`), never on curl's command line; `--connect-to` and `--ca-file` reach curl
+/// as `--connect-to ::HOST:PORT` and `--cacert`; curl's exit code is passed through.
 pub async fn curl(args: CurlArgs, shutdown: CancellationToken) -> Result<u8, Error> {
     let auth = Arc::new(authenticator(&args.url, &args.auth, true)?);
     let obtained = tokio::select! {
@@ -198,9 +199,17 @@ pub async fn curl(args: CurlArgs, shutdown: CancellationToken) -> Result<u8, Err
         obtained.token.expose()
     )
     .map_err(|e| Error::Io(format!("cannot write the header file: {e}")))?;
-    let status = tokio::process::Command::new("curl")
-        .arg("-H")
-        .arg(format!("@{}", header.path().display()))
+    let mut curl = tokio::process::Command::new("curl");
+    curl.arg("-H").arg(format!("@{}", header.path().display()));
+    // The same flags reach the app as they reached the edge for the token.
+    if let Some(c) = &args.auth.edge.connect_to {
+        let c = crate::client::target::parse_host_port("--connect-to", c)?;
+        curl.arg("--connect-to").arg(format!("::{c}"));
+    }
+    if let Some(ca) = &args.auth.edge.ca_file {
+        curl.arg("--cacert").arg(ca);
+    }
+    let status = curl
         .args(&args.curl_args)
         .arg(&args.url)
         .status()

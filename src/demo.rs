@@ -20,6 +20,8 @@ use crate::shutdown::GRACE;
 /// Run the demo until `shutdown` (or right after the round trip with `--once`).
 pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let io = |what: &str, e: std::io::Error| Error::Io(format!("demo: {what}: {e}"));
+    // The flags first: a bad --url fails before anything is started.
+    let listeners = listen::bind(std::slice::from_ref(&args.url)).await?;
     let dir = tempfile::Builder::new()
         .prefix("tunnel-demo-")
         .tempdir()
@@ -63,8 +65,8 @@ client_secret = "{secret}"
         id: "demo.access".into(),
         secret: Secret::new(secret),
     };
-    let listeners = listen::bind(std::slice::from_ref(&args.url)).await?;
     let local = listeners[0].local_addr().map_err(|e| io("listener", e))?;
+    crate::app::announce_shutdown(&shutdown);
     let served = tokio::spawn(listen::serve(
         listeners,
         Arc::new(target),

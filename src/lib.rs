@@ -20,6 +20,7 @@
 //! - [`demo`]: the embedded default, an edge, an origin and a listener in one process.
 //! - [`metrics`]: Prometheus metrics served on `--metrics ADDR`.
 //! - [`exit`]: the documented process exit codes.
+//! - [`logfile`]: the `--logfile` writer, reopened on SIGHUP for log rotation.
 //! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
 //! - [`up`]: `tunnel up`, every tunnel of one file in one process, hot reload.
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
@@ -37,6 +38,7 @@ pub mod edge;
 pub mod exit;
 pub mod frame;
 pub mod fuzzing;
+pub mod logfile;
 pub mod metrics;
 pub mod protocol;
 pub mod secret;

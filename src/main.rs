@@ -3,16 +3,27 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tunnel::cli::{Cli, Command, LogArgs, LogLevel};
 use tunnel::exit;
+use tunnel::logfile::LogFile;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            // Help and version as clap prints them (stdout), and the help a bare
+            // `tunnel` gets (stderr, exit 2). Every other argument error is one
+            // line, as every other error is.
+            if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+            } else {
+                let rendered = e.render().to_string();
+                eprintln!("tunnel: error: {}", tunnel::cli::one_line_error(&rendered));
+            }
             return ExitCode::from(if e.use_stderr() {
                 exit::USAGE
             } else {
@@ -21,10 +32,15 @@ fn main() -> ExitCode {
         }
     };
     let stdio_mode = matches!(&cli.command, Command::Ssh(a) if a.url.is_empty());
-    if let Err(e) = init_logging(&cli.log, stdio_mode) {
-        eprintln!("tunnel: error: {e}");
-        return ExitCode::from(exit::LOCAL);
-    }
+    let logfile = match init_logging(&cli.log, stdio_mode) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tunnel: error: {e}");
+            return ExitCode::from(exit::LOCAL);
+        }
+    };
+    // A running edge reopens its log file on SIGHUP (logrotate: rename, then HUP).
+    let reopen = logfile.filter(|_| matches!(&cli.command, Command::Edge(e) if e.tool.is_none()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +53,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = tunnel::shutdown::on_signal();
+        if let Some(file) = reopen {
+            tokio::spawn(tunnel::logfile::reopen_on_hangup(file));
+        }
         tunnel::app::run(cli.command, shutdown).await
     });
     // stdin is read on a blocking thread that may never return; don't wait for it.
@@ -50,8 +69,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr (never stdout: `tunnel ssh` owns it) or to `--logfile`.
-fn init_logging(args: &LogArgs, stdio_mode: bool) -> Result<(), String> {
+/// Logs go to stderr (never stdout: `tunnel ssh` owns it) or to `--logfile` (or
+/// `--log-directory`), which is returned so that it can be reopened.
+fn init_logging(args: &LogArgs, stdio_mode: bool) -> Result<Option<Arc<LogFile>>, String> {
     use tracing_subscriber::EnvFilter;
     let level = match args.log_level {
         Some(LogLevel::Debug) => "debug",
@@ -75,21 +95,20 @@ fn init_logging(args: &LogArgs, stdio_mode: bool) -> Result<(), String> {
     };
     match file {
         Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init();
+            let f = Arc::new(LogFile::open(&path).map_err(|e| {
+                format!(
+                    "cannot open log file {}: {e}; check --logfile / --log-directory",
+                    path.display()
+                )
+            })?);
+            builder.with_ansi(false).with_writer(f.clone()).init();
+            Ok(Some(f))
         }
         None => {
             use std::io::IsTerminal;
             let ansi = std::io::stderr().is_terminal();
             builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+            Ok(None)
         }
     }
-    Ok(())
 }

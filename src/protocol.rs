@@ -1,5 +1,5 @@
 //! The wire contract shared by our client and our edge, compatible with Cloudflare
-//! Access and stock `cloudflared access` (the README's "Wire protocol"), and the few
+//! Access and stock `cloudflared access` (README: "How it works"), and the few
 //! types both sides read: the audience claim and the clock.
 
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 /// Most live connections one process serves at once.
 pub const MAX_CONNECTIONS: usize = 65_536;
@@ -70,8 +70,10 @@ pub async fn run<H, F>(
     }
     shutdown.cancelled().await;
     tracker.close();
-    info!(
-        "shutting down: no new connections; draining live ones for up to {} s",
+    // The command says so once at info (app::announce_shutdown); a process may run
+    // several accept loops (the demo runs two).
+    debug!(
+        "accept loop stopped; draining live connections for up to {} s",
         grace.as_secs()
     );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

@@ -195,19 +195,119 @@ fn untrusted_edge_certificate() {
         7,
         "TLS with db.test",
     );
-    assert!(line.contains("--ca-file"), "{line}");
-    // With the CA it works; a name the certificate lacks is refused.
+    assert!(line.contains("pass it with --ca-file"), "{line}");
+    // With the CA it works; a name the certificate lacks is refused, and the hint
+    // is about the name, not the CA.
     let ca = edge.ca().display().to_string();
     let mut ok = OK_SERVICE.to_vec();
     ok.extend(["--ca-file", &ca]);
     ssh(&edge.connect_to(), "https://db.test", &ok, 0, "");
-    ssh(
+    let line = ssh(
         &edge.connect_to(),
         "https://other.test",
         &ok,
         7,
         "TLS with other.test",
     );
+    assert!(line.contains("certificate is for another name"), "{line}");
+    assert!(!line.contains("--ca-file"), "{line}");
+}
+
+#[test]
+fn https_against_a_plain_http_edge_says_so() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&app("db.test", origin.addr));
+    let line = ssh(
+        &edge.connect_to(),
+        "https://db.test",
+        &OK_SERVICE,
+        7,
+        "TLS with db.test",
+    );
+    assert!(line.contains("use an http:// hostname"), "{line}");
+    assert!(!line.contains("--ca-file"), "{line}");
+}
+
+#[test]
+fn argument_errors_are_one_line_with_clap_s_tip_and_exit_2() {
+    let out = run(&["tcp", "--hostnme", "db.test"], &[]);
+    assert_exit(&out, 2);
+    let line = one_error_line(&out, "unexpected argument '--hostnme'");
+    assert!(line.contains("'--hostname'"), "{line}");
+    assert!(line.contains("see 'tunnel tcp --help'"), "{line}");
+    let out = run(&["logni", "https://app.test"], &[]);
+    assert_exit(&out, 2);
+    let line = one_error_line(&out, "unrecognized subcommand 'logni'");
+    assert!(line.contains("'login'"), "{line}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn url_listed_twice_or_not_of_this_machine_is_named() {
+    let port = closed_port().port();
+    let twice = format!("127.0.0.1:{port},127.0.0.1:{port}");
+    let out = run(
+        &["tcp", "--hostname", "http://db.test", "--url", &twice],
+        &[],
+    );
+    assert_exit(&out, 2);
+    let line = one_error_line(&out, "lists this address twice");
+    assert!(!line.contains("another program"), "{line}");
+    let out = run(
+        &[
+            "tcp",
+            "--hostname",
+            "http://db.test",
+            "--url",
+            "10.9.9.9:5000",
+        ],
+        &[],
+    );
+    assert_exit(&out, 2);
+    one_error_line(
+        &out,
+        "10.9.9.9:5000 (--url \"10.9.9.9:5000\"): that is not an address of this machine",
+    );
+}
+
+#[test]
+fn demo_checks_its_flags_before_starting_anything() {
+    let out = run(&["demo", "--url", "nonsense"], &[]);
+    assert_exit(&out, 2);
+    one_error_line(&out, "invalid --url \"nonsense\"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "started something first:\n{stderr}"
+    );
+}
+
+#[test]
+fn mint_token_refuses_a_token_that_is_expired_at_once() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&app("db.test", origin.addr));
+    let config = edge.config.display().to_string();
+    for ttl in ["0s", "0ms"] {
+        let out = run(
+            &[
+                "edge",
+                "mint-token",
+                "--config",
+                &config,
+                "--app",
+                "db.test",
+                "--email",
+                "a@b.test",
+                "--ttl",
+                ttl,
+            ],
+            &[],
+        );
+        assert_exit(&out, 2);
+        one_error_line(&out, "expired at once");
+    }
 }
 
 #[test]

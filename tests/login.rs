@@ -470,7 +470,7 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 
 #[test]
 fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
-    let w = World::start("1h");
+    let mut w = World::start("1h");
     let keys = tunnel::auth::transfer::KeyPair::generate();
     let id = keys.id();
     let aud = tunnel::edge::config::derive_aud("db.test");
@@ -527,6 +527,22 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
     );
     assert_eq!(status, 401);
     assert!(page.contains("id=\"error\""));
+    // The edge's log says why (the page does not), and never the password.
+    let line = w
+        .edge
+        .proc
+        .wait_for("login refused: wrong password", crate::support::READY);
+    assert!(line.contains("alice@example.test"), "{line}");
+    let stranger = "email=mallory%40example.test&password=hunter2-typo&csrf=".to_string() + &field;
+    let (status, _) = http(&w.edge, "POST", &q(""), &[ctype, ("Cookie", &c)], &stranger);
+    assert_eq!(status, 401);
+    w.edge
+        .proc
+        .wait_for("login refused: unknown user", crate::support::READY);
+    assert!(
+        !w.edge.proc.stderr().contains("hunter2-typo"),
+        "password logged"
+    );
     // Right password: done, and the hand-off opens with our key only, once.
     let (status, page) = http(
         &w.edge,

@@ -8,6 +8,8 @@ mod browser_login;
 mod commands;
 mod data_path;
 mod doctor;
+mod edge_logs;
+mod examples;
 mod fuzz_seeds;
 mod handshake;
 mod login;

@@ -1,4 +1,4 @@
-//! Which token may go where (DESIGN.md section 2, "Token cache"): the rules that keep
+//! Which token may go where (README: "What the client sends to whom"): the rules that keep
 //! a token with the edge that issued it. Pure functions, so each rule is tested on
 //! its own.
 //!

@@ -1,4 +1,4 @@
-//! App discovery (DESIGN.md section 2): `HEAD` the app with
+//! App discovery (README: "Logging in"): `HEAD` the app with
 //! `cf-access-metadata-request: true` (no redirects), verify the `cf-access-metadata`
 //! JWT against the auth domain's JWKS, and check its claims.
 
@@ -155,7 +155,7 @@ fn verify(jwt: &str, keys: &[Jwk]) -> Result<AppMetadata, AuthError> {
     ))
 }
 
-/// The claim checks of DESIGN.md section 2.
+/// The metadata claim checks (README: "Logging in", step 1).
 pub fn check(meta: &AppMetadata, host: &str, now: u64) -> Result<(), AuthError> {
     let bad = |why: String| Err(AuthError::Discovery(why));
     if meta.kind != MATCH {

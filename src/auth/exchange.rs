@@ -1,4 +1,4 @@
-//! Org-token exchange (DESIGN.md section 2): with a valid org token, follow the app's
+//! Org-token exchange (README: "What the client sends to whom"): with a valid org token, follow the app's
 //! login redirects, sending `CF_Authorization=<org token>` only to the org token's own
 //! auth domain (over TLS, on a login path), carry the `CF_AppSession` cookie back to
 //! the app host, stop after `/cdn-cgi/access/authorized` there, and take the

@@ -1,6 +1,6 @@
 //! The login flow for one app, single-flight: however many connections (or
 //! processes, through the lock file) need a token at once, one of them runs the
-//! flow and the others wait for its result. The order is DESIGN.md's: app
+//! flow and the others wait for its result. The order is the README's ("Logging in"): app
 //! discovery, then the cached app token, then the org-token exchange, then the
 //! browser login with the encrypted hand-off.
 
@@ -23,7 +23,7 @@ use crate::secret::Secret;
 /// Cloudflare's hand-off service, used when neither `--transfer-url` nor the app's
 /// metadata names one.
 pub const CLOUDFLARE_TRANSFER: &str = "https://login.cloudflareaccess.org";
-/// Most hand-off polls (DESIGN.md: at most 10 of up to 60 s).
+/// Most hand-off polls (as cloudflared: at most 10 of up to 60 s).
 pub const MAX_POLLS: usize = 10;
 /// Limit for one hand-off poll.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,5 +1,5 @@
 //! App discovery metadata: the claims of the `cf-access-metadata` JWT an edge returns
-//! to a `HEAD` with `cf-access-metadata-request: true` (DESIGN.md section 2).
+//! to a `HEAD` with `cf-access-metadata-request: true` (README: "Logging in").
 
 use serde::{Deserialize, Serialize};
 

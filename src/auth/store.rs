@@ -1,4 +1,4 @@
-//! The token cache (DESIGN.md section 2): one directory (0700), app tokens in
+//! The token cache (README: "Logging in"): one directory (0700), app tokens in
 //! `<app_hostname>-<aud>-token`, org tokens in `<auth_domain>-org-token`, each the
 //! compact JWT, 0600, written atomically. `<file>.lock` guards a login in progress
 //! (created exclusively; holds the owner's pid and start time; a dead owner's lock is

@@ -1,4 +1,4 @@
-//! The encrypted hand-off of DESIGN.md section 2: the client makes a NaCl box key
+//! The encrypted hand-off (README: "Logging in"): the client makes a NaCl box key
 //! pair (X25519, XSalsa20-Poly1305) whose public key (base64url) is the transfer id;
 //! the edge seals `{"app_token","org_token"}` for it; the client opens it. Pure
 //! functions, shared by both sides.

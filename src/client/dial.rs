@@ -1,5 +1,5 @@
 //! Opening one authenticated WebSocket to the edge: TCP (with `--connect-to`), TLS,
-//! the handshake of DESIGN.md section 2, and errors that say what went wrong and
+//! the handshake (README: "How it works"), and errors that say what went wrong and
 //! what to do (status, `Location`, `cf-ray`, the edge's stated reason).
 
 use std::io;
@@ -90,9 +90,7 @@ pub enum DialError {
         secs: u64,
     },
     /// The TLS handshake failed (certificate not trusted, name mismatch, ...).
-    #[error(
-        "TLS with {host} ({addr}) failed: {detail}; if the edge uses a private CA, pass it with --ca-file"
-    )]
+    #[error("TLS with {host} ({addr}) failed: {detail}{hint}")]
     Tls {
         /// The app hostname (SNI).
         host: String,
@@ -100,6 +98,8 @@ pub enum DialError {
         addr: String,
         /// What rustls said.
         detail: String,
+        /// What to do, for this cause ([`tls_hint`]).
+        hint: &'static str,
     },
     /// The WebSocket handshake failed at the protocol level.
     #[error("WebSocket handshake with {url} failed: {detail}; is this a tunnel edge?")]
@@ -182,7 +182,7 @@ impl DialError {
 }
 
 /// Build the handshake request for `target`: the header set of stock `cloudflared`
-/// (DESIGN.md section 2) plus our half-close capability header.
+/// (README: "How it works") plus our half-close capability header.
 pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()> {
     let mut req = Request::builder()
         .method("GET")
@@ -302,6 +302,34 @@ pub fn tune(s: &TcpStream) {
     let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
 }
 
+/// What to do about a failed TLS handshake, by its cause: only an untrusted issuer
+/// is fixed with `--ca-file`.
+pub fn tls_hint(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error as E};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) {
+        Some(E::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => {
+            "; the edge's certificate is for another name: check --hostname, or give the edge a certificate that names this host"
+        }
+        Some(E::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "; if the edge uses a private CA, pass it with --ca-file",
+        Some(E::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        )) => {
+            "; the edge's certificate has expired or is not valid yet: renew it, or check this machine's clock"
+        }
+        Some(E::InvalidMessage(_)) => {
+            "; the edge does not speak TLS on this port: for a plain-HTTP edge use an http:// hostname"
+        }
+        _ => "",
+    }
+}
+
 async fn handshake(
     target: &Target,
     token: Option<&Secret>,
@@ -318,6 +346,7 @@ async fn handshake(
                 host: target.host.clone(),
                 addr: addr.to_string(),
                 detail: e.to_string(),
+                hint: "; --hostname must be a DNS name for TLS",
             }
         })?;
         let tls = tokio_rustls::TlsConnector::from(config)
@@ -327,6 +356,7 @@ async fn handshake(
                 host: target.host.clone(),
                 addr: addr.to_string(),
                 detail: e.to_string(),
+                hint: tls_hint(&e),
             })?;
         let mut tls = tls;
         tls.get_mut()

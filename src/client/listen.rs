@@ -30,6 +30,17 @@ pub enum ListenError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// The address cannot be listened on as given: listed twice, or not an address
+    /// of this machine.
+    #[error("cannot listen on {addr} (--url {url:?}): {why}")]
+    Unusable {
+        /// The `--url` as given.
+        url: String,
+        /// The address.
+        addr: String,
+        /// What is wrong and what to do.
+        why: &'static str,
+    },
 }
 
 /// Bind every `--url`. `localhost:5432` binds each address it resolves to (IPv4 and
@@ -48,15 +59,37 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>, ListenError> {
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(ListenError::BadAddress(url.clone()));
         }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(spec)
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(spec)
             .await
             .map_err(|_| ListenError::BadAddress(url.clone()))?
             .collect();
+        // A resolver may name one address twice; only a repeated --url is a mistake.
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(*a));
         if addrs.is_empty() {
             return Err(ListenError::BadAddress(url.clone()));
         }
         for addr in addrs {
+            let unusable = |why| ListenError::Unusable {
+                url: url.clone(),
+                addr: addr.to_string(),
+                why,
+            };
+            if addr.port() != 0
+                && listeners
+                    .iter()
+                    .any(|l: &TcpListener| l.local_addr().ok() == Some(addr))
+            {
+                return Err(unusable(
+                    "--url lists this address twice: give each address once",
+                ));
+            }
             let listener = TcpListener::bind(addr).await.map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AddrNotAvailable {
+                    return unusable(
+                        "that is not an address of this machine: use 127.0.0.1, [::1], 0.0.0.0 or one of its own addresses",
+                    );
+                }
                 let hint = match source.kind() {
                     std::io::ErrorKind::AddrInUse => {
                         "; another program uses this port: pick another --url or stop it"

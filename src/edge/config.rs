@@ -1,6 +1,6 @@
 //! `edge.toml`: parsed once (unknown keys refused), validated once, into [`Config`].
-//! The key names are a contract (DESIGN.md section 4); relative paths are relative
-//! to the config file.
+//! The key names are a contract (the README's "The edge" shows them all); relative
+//! paths are relative to the config file.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -38,6 +38,7 @@ struct RawConfig {
     #[serde(default)]
     users: Vec<RawUser>,
     transfer_url: Option<String>,
+    stats_interval: Option<String>,
 }
 
 fn default_signing_key() -> PathBuf {
@@ -92,7 +93,12 @@ pub struct Config {
     /// Base URL of the login hand-off service announced in app metadata
     /// (default: `<scheme>://<auth_domain>`, served by this edge).
     pub transfer_url: Option<String>,
+    /// How often the edge logs its activity summary at `info` (default 60 s).
+    pub stats_interval: Duration,
 }
+
+/// Default of `stats_interval`.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where an app's streams go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,9 +227,9 @@ impl Config {
                     u.email
                 ));
             }
-            if !u.password_hash.expose().starts_with('$') {
+            if let Err(why) = check_hash(u.password_hash.expose()) {
                 return Err(format!(
-                    "users[{i}] ({email}): password_hash is not a PHC hash; make one with `tunnel edge hash-password`"
+                    "users[{i}] ({email}): password_hash is {why}, so this user could never log in; make one with `tunnel edge hash-password`"
                 ));
             }
             users.push(User {
@@ -332,8 +338,32 @@ impl Config {
                 }
                 None => None,
             },
+            stats_interval: match raw.stats_interval.as_deref() {
+                None => STATS_INTERVAL,
+                Some(s) => humantime::parse_duration(s)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_secs(1))
+                    .ok_or_else(|| {
+                        format!(
+                            "stats_interval = {s:?} is not a duration of at least 1s, e.g. \"60s\""
+                        )
+                    })?,
+            },
         })
     }
+}
+
+/// Whether `hash` is a password hash the login page can verify: an argon2 PHC
+/// string with valid parameters. The reason when not (never the hash itself).
+fn check_hash(hash: &str) -> Result<(), &'static str> {
+    use argon2::password_hash::PasswordHash;
+    let parsed = PasswordHash::new(hash).map_err(|_| "not an argon2 PHC string")?;
+    argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| "not an argon2 hash")?;
+    argon2::Params::try_from(&parsed).map_err(|_| "an argon2 hash with invalid parameters")?;
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("an argon2 hash without its salt or digest");
+    }
+    Ok(())
 }
 
 /// The AUD tag of an app with none configured: 64 hex digits derived from the
@@ -443,6 +473,14 @@ client_secret = "s3cret"
             (
                 "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a\"\nallow=[\"a@b\"]",
                 "origin",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[users]]\nemail=\"a@b\"\npassword_hash=\"$argon2id$...\"",
+                "users[0] (a@b): password_hash is not an argon2 PHC string",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\nstats_interval = \"0s\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
+                "stats_interval",
             ),
         ];
         for (text, needle) in cases {

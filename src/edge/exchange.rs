@@ -1,4 +1,4 @@
-//! App discovery and the org-token exchange, the edge's side (DESIGN.md section 2):
+//! App discovery and the org-token exchange, the edge's side (README: "Logging in"):
 //! the metadata JWT answering `cf-access-metadata-request`, the login endpoint that
 //! turns a valid org token into a short-lived code, and `/cdn-cgi/access/authorized`,
 //! which turns the code into an app token cookie.

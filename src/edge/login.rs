@@ -36,9 +36,15 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The user with this email and password. Unknown users cost the same time as
-/// known ones (a dummy hash is checked), so timing does not reveal who exists.
-pub fn check_password<'a>(users: &'a [User], email: &str, password: &str) -> Option<&'a User> {
+/// The user with this email and password, or why not (for the edge's log, never
+/// the page: "unknown user", "unusable password hash", "wrong password"). Unknown
+/// users cost the same time as known ones (a dummy hash is checked), so timing
+/// does not reveal who exists.
+pub fn check_password<'a>(
+    users: &'a [User],
+    email: &str,
+    password: &str,
+) -> Result<&'a User, &'static str> {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let email = email.trim().to_ascii_lowercase();
     let user = users.iter().find(|u| u.email == email);
@@ -48,12 +54,17 @@ pub fn check_password<'a>(users: &'a [User], email: &str, password: &str) -> Opt
             .get_or_init(|| hash_password("dummy password").unwrap_or_default())
             .clone(),
     };
-    let ok = PasswordHash::new(&hash).is_ok_and(|h| {
+    let verified = PasswordHash::new(&hash).map(|h| {
         argon2::Argon2::default()
             .verify_password(password.as_bytes(), &h)
             .is_ok()
     });
-    user.filter(|_| ok)
+    match (user, verified) {
+        (None, _) => Err("unknown user"),
+        (Some(_), Err(_)) => Err("unusable password hash in the config"),
+        (Some(_), Ok(false)) => Err("wrong password"),
+        (Some(u), Ok(true)) => Ok(u),
+    }
 }
 
 /// Escape text for HTML element content and attribute values.
@@ -146,15 +157,19 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
             secure,
         );
     }
-    let Some(user) = check_password(&edge.config.users, field("email"), field("password")) else {
-        tracing::info!(app = %app.hostname, "login refused: bad email or password");
-        return form(
-            &query,
-            &app.hostname,
-            Some("Wrong email or password."),
-            StatusCode::UNAUTHORIZED,
-            secure,
-        );
+    let user = match check_password(&edge.config.users, field("email"), field("password")) {
+        Ok(user) => user,
+        Err(why) => {
+            let email = field("email").trim().to_ascii_lowercase();
+            tracing::info!(app = %app.hostname, %email, "login refused: {why}");
+            return form(
+                &query,
+                &app.hostname,
+                Some("Wrong email or password."),
+                StatusCode::UNAUTHORIZED,
+                secure,
+            );
+        }
     };
     if !app.allow_emails.contains(&user.email) {
         tracing::info!(app = %app.hostname, email = %user.email, "login refused by policy");
@@ -283,9 +298,15 @@ mod tests {
             email: "a@b.test".into(),
             password_hash: Secret::new(h),
         }];
-        assert!(check_password(&users, "A@b.test", "pw").is_some());
-        assert!(check_password(&users, "a@b.test", "nope").is_none());
-        assert!(check_password(&users, "x@b.test", "pw").is_none());
+        assert!(check_password(&users, "A@b.test", "pw").is_ok());
+        assert_eq!(
+            check_password(&users, "a@b.test", "nope").err(),
+            Some("wrong password")
+        );
+        assert_eq!(
+            check_password(&users, "x@b.test", "pw").err(),
+            Some("unknown user")
+        );
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! [`config`] parses `edge.toml`, [`issuer`] holds the signing key, [`policy`]
 //! decides, [`server`] speaks HTTP; [`login`] is the CLI login page, [`handoff`]
 //! holds sealed logins for pickup, [`exchange`] serves discovery metadata and the
-//! org-token exchange. [`Edge::load`] prepares everything that can fail
+//! org-token exchange; [`activity`] counts streams for the summary logged per
+//! interval. [`Edge::load`] prepares everything that can fail
 //! before anything is bound; [`serve`] takes an already-bound listener (tests bind
 //! port 0 and read back the address).
 
+pub mod activity;
 pub mod config;
 pub mod exchange;
 pub mod handoff;
@@ -38,7 +40,9 @@ pub enum EdgeError {
     #[error(transparent)]
     Key(#[from] issuer::KeyError),
     /// The TLS certificate or key could not be loaded.
-    #[error("edge TLS: {0}")]
+    #[error(
+        "tls_cert / tls_key: {0}; fix the path, or make a CA and certificate as the README's \"TLS for the edge\" shows"
+    )]
     Tls(#[from] crate::tls::TlsError),
     /// The listen address could not be bound.
     #[error(
@@ -68,11 +72,14 @@ pub struct Edge {
     pub handoffs: handoff::Handoffs,
     /// Where streams and refusals are counted, once `--metrics` sets it.
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// Counters for the summary logged every `stats_interval`.
+    pub activity: Arc<activity::Activity>,
 }
 
 impl Edge {
     /// Load the signing key (creating it if missing) and TLS material for `config`.
     pub fn load(config: Config) -> Result<Edge, EdgeError> {
+        check_key_dir(&config.signing_key)?;
         let issuer = Issuer::load_or_create(&config.signing_key, &config.auth_domain)?;
         let tls = match &config.tls {
             Some((cert, key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
@@ -84,7 +91,24 @@ impl Edge {
             tls,
             handoffs: handoff::Handoffs::default(),
             metrics: std::sync::OnceLock::new(),
+            activity: Arc::default(),
         })
+    }
+
+    /// Everything [`Edge::load`] checks, without creating anything: the signing key
+    /// loads (or its directory exists, so it can be made) and the TLS files load.
+    /// Binding `listen` is left to the start, so a running edge's config can be
+    /// checked.
+    pub fn check(config: &Config) -> Result<(), EdgeError> {
+        if config.signing_key.exists() {
+            Issuer::load_or_create(&config.signing_key, &config.auth_domain)?;
+        } else {
+            check_key_dir(&config.signing_key)?;
+        }
+        if let Some((cert, key)) = &config.tls {
+            crate::tls::server_config(cert, key)?;
+        }
+        Ok(())
     }
 
     /// Bind the configured listen address.
@@ -113,6 +137,24 @@ impl Edge {
     }
 }
 
+/// The signing key's directory must exist: the key is created there on first start.
+fn check_key_dir(path: &std::path::Path) -> Result<(), EdgeError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(EdgeError::Key(issuer::KeyError {
+        path: path.to_path_buf(),
+        what: format!(
+            "its directory {} does not exist, so the key cannot be created there; create the directory or set signing_key to a path in an existing one",
+            dir.display()
+        ),
+    }))
+}
+
 /// Serve on `listener` until `shutdown`; then stop accepting and drain live
 /// streams for at most `grace`.
 pub async fn serve(
@@ -129,6 +171,15 @@ pub async fn serve(
         );
     }
     let stop = shutdown.clone();
+    let summary = {
+        let (activity, every, stop) = (
+            edge.activity.clone(),
+            edge.config.stats_interval,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move { activity.log_every(every, stop).await })
+    };
+    let activity = edge.activity.clone();
     crate::serve::run(
         vec![listener],
         shutdown,
@@ -138,4 +189,6 @@ pub async fn serve(
         },
     )
     .await;
+    let _ = summary.await;
+    activity.log_rest();
 }

@@ -153,6 +153,7 @@ async fn route(
         );
     };
     let Some(app) = policy::find_app(&edge.config.apps, &host) else {
+        edge.activity.refused();
         info!(%peer, %host, ray, "refused: no app for this host");
         return refusal(
             StatusCode::NOT_FOUND,
@@ -175,6 +176,7 @@ async fn route(
     let identity = match decision {
         Decision::Allow(identity) => identity,
         Decision::Login(reason) => {
+            edge.activity.refused();
             info!(%peer, %host, ray, "login required: {reason}");
             let mut r = login_redirect(edge, &host, &app.aud, &reason, &ray);
             if websocket_accept(req.headers()).is_none() {
@@ -186,6 +188,7 @@ async fn route(
             return r;
         }
         Decision::Forbidden(reason) => {
+            edge.activity.refused();
             info!(%peer, %host, ray, "forbidden: {reason}");
             return refusal(StatusCode::FORBIDDEN, &reason, &ray);
         }
@@ -200,6 +203,7 @@ async fn route(
     let dest = match policy::upstream(app, req.headers()) {
         Ok(d) => d,
         Err(reason) => {
+            edge.activity.refused();
             info!(%peer, %host, %identity, ray, "refused: {reason}");
             return refusal(StatusCode::FORBIDDEN, &reason, &ray);
         }
@@ -208,6 +212,7 @@ async fn route(
     let origin = match tokio::time::timeout(ORIGIN_TIMEOUT, TcpStream::connect(&dest)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
+            edge.activity.refused();
             warn!(%peer, %host, %dest, ray, "origin unreachable: {e}");
             return refusal(
                 StatusCode::BAD_GATEWAY,
@@ -216,6 +221,7 @@ async fn route(
             );
         }
         Err(_) => {
+            edge.activity.refused();
             warn!(%peer, %host, %dest, ray, "origin connect timed out");
             return refusal(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -237,13 +243,19 @@ async fn route(
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
     let tls = edge.tls.is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    info!(%peer, %host, %identity, %dest, ray, "stream opened");
+    // Per stream at debug; `info` gets the summary per interval (edge::activity).
+    debug!(%peer, %host, %identity, %dest, ray, "stream opened");
     let task_ray = ray.clone();
+    let activity = edge.activity.clone();
+    activity.opened();
     tracker.spawn(async move {
         let ray = task_ray;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
-            Err(e) => return warn!(%peer, ray, "upgrade failed: {e}"),
+            Err(e) => {
+                activity.failed(0, 0);
+                return warn!(%peer, ray, "upgrade failed: {e}");
+            }
         };
         let ws = bridge::WebSocket::new(
             TokioIo::new(upgraded),
@@ -275,8 +287,13 @@ async fn route(
             }
         }
         match result {
-            Ok(s) => info!(%peer, ray, up = s.up, down = s.down, "stream closed"),
+            // The client's names: up is client -> origin (what the edge received).
+            Ok(s) => {
+                activity.closed(s.down, s.up);
+                debug!(%peer, ray, up = s.down, down = s.up, "stream closed")
+            }
             Err(e) => {
+                activity.failed(0, 0);
                 // The origin must not take a cut stream for a complete one.
                 crate::serve::abort(&origin);
                 warn!(%peer, ray, "stream failed: {e}")
