@@ -38,6 +38,25 @@ pub struct LogArgs {
         value_enum
     )]
     pub log_level: Option<LogLevel>,
+    /// How log lines look: `text` for people, `json` (one object per event, stable
+    /// field names) for log shippers.
+    #[arg(
+        long = "log-format",
+        global = true,
+        env = "TUNNEL_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `TIME LEVEL message key=value ...`.
+    Text,
+    /// `{"timestamp", "level", "message", ...fields}`, one object per line.
+    Json,
 }
 
 /// Log levels, named as `cloudflared` names them.

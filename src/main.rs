@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use tunnel::cli::{Cli, Command, LogArgs, LogLevel};
+use tunnel::cli::{Cli, Command, LogArgs, LogFormat, LogLevel};
 use tunnel::exit;
 use tunnel::logfile::LogFile;
 
@@ -101,14 +101,40 @@ fn init_logging(args: &LogArgs, stdio_mode: bool) -> Result<Option<Arc<LogFile>>
                     path.display()
                 )
             })?);
-            builder.with_ansi(false).with_writer(f.clone()).init();
+            install(builder, args.log_format, false, f.clone());
             Ok(Some(f))
         }
         None => {
             use std::io::IsTerminal;
             let ansi = std::io::stderr().is_terminal();
-            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+            install(builder, args.log_format, ansi, std::io::stderr);
             Ok(None)
         }
+    }
+}
+
+/// Install the subscriber, as text or as one JSON object per event with the event's
+/// fields at the top level (`timestamp`, `level`, `message`, then `peer`, `ray`, ...).
+fn install<W>(
+    builder: tracing_subscriber::fmt::SubscriberBuilder<
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        tracing_subscriber::EnvFilter,
+    >,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .init(),
     }
 }

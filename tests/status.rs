@@ -109,3 +109,52 @@ fn status_lists_the_live_connection_and_the_token_identity() {
         "stale socket removed"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_stable_fields_and_no_secrets() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut p = Proc::spawn(
+        bin(),
+        [
+            "--log-format",
+            "json",
+            "tcp",
+            "--hostname",
+            "http://db.test",
+            "--connect-to",
+            &dead,
+            "--url",
+            "127.0.0.1:0",
+            "--id",
+            "ci.access",
+            "--secret",
+            "SECRET-VALUE-123",
+        ],
+        &[],
+    );
+    let addr = p.wait_listening();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.read(&mut [0u8; 1]);
+    p.wait_for("connection failed", Duration::from_secs(30));
+    let stderr = p.stderr();
+    let mut levels = Vec::new();
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
+        levels.push(v["level"].as_str().unwrap().to_string());
+        if v["message"].as_str().unwrap().contains("connection failed") {
+            assert!(v["peer"].is_string(), "fields are top-level: {line}");
+        }
+    }
+    assert!(levels.iter().any(|l| l == "WARN"), "{stderr}");
+    assert!(!stderr.contains("SECRET-VALUE-123"));
+}
