@@ -97,8 +97,12 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
         }
         Command::Ssh(args) => {
             let target = target_from(&args)?;
+            // OpenSSH sends SIGHUP to its ProxyCommand on exit: a clean end of input.
+            let hangup = shutdown::on_hangup();
             tokio::select! {
-                r = stdio::run(&target) => r.map(|_| exit::OK).map_err(Error::from),
+                r = stdio::run(&target, keepalive(&args), hangup) => {
+                    r.map(|_| exit::OK).map_err(Error::from)
+                }
                 _ = shutdown.cancelled() => Err(Error::Interrupted),
             }
         }
@@ -122,7 +126,26 @@ fn reported(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
     result
 }
 
+/// The keepalive the access flags ask for.
+fn keepalive(args: &AccessArgs) -> crate::bridge::Keepalive {
+    crate::bridge::Keepalive {
+        interval: args.keepalive_interval,
+        timeout: args.keepalive_timeout,
+    }
+}
+
 async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    // SIGHUP takes the one shutdown path too, as SIGTERM does.
+    let shutdown = {
+        let hangup = shutdown::on_hangup();
+        let either = shutdown.child_token();
+        let stop = either.clone();
+        tokio::spawn(async move {
+            hangup.cancelled().await;
+            stop.cancel();
+        });
+        either
+    };
     let target = Arc::new(target_from(args)?);
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
@@ -132,7 +155,14 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
             _ = shutdown.cancelled() => return Err(Error::Interrupted),
         }
     }
-    listen::serve(listeners, target, shutdown, shutdown::GRACE).await;
+    listen::serve(
+        listeners,
+        target,
+        shutdown,
+        args.grace_period,
+        keepalive(args),
+    )
+    .await;
     Ok(())
 }
 
@@ -257,7 +287,7 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
             let edge = Arc::new(Edge::load(Config::load(&path).map_err(EdgeError::from)?)?);
             crate::serve::raise_fd_limit();
             let listener = edge.bind().await?;
-            edge::serve(edge, listener, shutdown, shutdown::GRACE).await;
+            edge::serve(edge, listener, shutdown, args.grace_period).await;
             info!("edge stopped");
             Ok(())
         }

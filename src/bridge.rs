@@ -31,9 +31,18 @@
 //! [`Options::half_open_idle`] or the connection is closed, so a peer that never
 //! finishes cannot hold it open forever.
 //!
-//! **Keepalive.** When nothing has been received for [`Options::ping_interval`] a ping
-//! is sent; if nothing at all (pong or data) arrives within [`Options::pong_timeout`]
-//! after it, the connection is presumed dead. Pings from the peer are answered.
+//! **Keepalive** ([`keepalive`]). When nothing has been heard from the peer for
+//! [`Keepalive::interval`] a ping is due; if nothing at all (pong or data) arrives
+//! within [`Keepalive::timeout`] after that, the peer is presumed dead, also when our
+//! writer is blocked and the ping cannot leave (a frozen peer). Backpressure is not
+//! death: while we hold data the peer sent that the local side has not taken, the
+//! peer is alive (its pong waits behind that data), and we keep pinging it so that
+//! it keeps hearing from us. Pings from the peer are answered.
+//!
+//! **Ends.** A local side that fails after it ended its own direction (it sent EOF
+//! and we sent it ours, or it sent EOF and then went away while we still wrote) has
+//! finished, as a direct TCP peer would see it: a reset then (PostgreSQL closing
+//! after `Terminate` with bytes unread) is a clean end, not a cut.
 //!
 //! **Closing.** When both directions are done, a close frame is sent (unless one was
 //! already) and the peer's reply is awaited for at most [`CLOSE_WAIT`], so the peer
@@ -49,6 +58,10 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
+
+mod keepalive;
+
+pub use keepalive::Settings as Keepalive;
 
 pub use crate::frame::Role;
 use crate::frame::{self, FrameError, MAX_HEADER, MaskKeys, OpCode};
@@ -123,10 +136,8 @@ impl<S> WebSocket<S> {
 /// Tunables of one bridged connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Send a ping after this long without receiving anything.
-    pub ping_interval: Duration,
-    /// Presume the peer dead when nothing arrives this long after a ping.
-    pub pong_timeout: Duration,
+    /// When to ping, and when to give up on a silent peer.
+    pub keepalive: Keepalive,
     /// Once one direction has ended, close if no data moves for this long.
     pub half_open_idle: Duration,
     /// The peer understands the empty-message half-close marker.
@@ -136,8 +147,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            ping_interval: Duration::from_secs(54),
-            pong_timeout: Duration::from_secs(60),
+            keepalive: Keepalive::default(),
             half_open_idle: Duration::from_secs(300),
             peer_half_close: false,
         }
@@ -178,8 +188,9 @@ pub enum BridgeError {
     /// it sent may be incomplete, so the local side must not see a clean end.
     #[error("the peer's stream ended without a close frame{}; data may be missing", if *.0 { " in the middle of a frame" } else { "" })]
     Truncated(bool),
-    /// Nothing arrived in answer to a ping.
-    #[error("peer silent for {0:?} after a ping; presumed dead")]
+    /// Nothing arrived from the peer within the keepalive timeout after a ping was
+    /// due, and we held none of its data: it is dead or frozen.
+    #[error("nothing heard from the peer for {0:.1?} (keepalive ping unanswered); presumed dead")]
     Dead(Duration),
     /// One direction ended and the other stayed idle too long.
     #[error("half-closed connection idle for {0:?}; closed")]
@@ -202,6 +213,15 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), pump.io.shutdown()).await;
     }
     result
+}
+
+/// The local side went away (reset, closed pipe) rather than failing otherwise.
+fn gone(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
+    )
 }
 
 /// Close codes an endpoint may put on the wire (RFC 6455 7.4): echoing any other
@@ -351,6 +371,8 @@ struct Pump<L, S> {
     masks: MaskKeys,
     // Up: local -> WebSocket.
     up: Up,
+    /// The local side ended its stream (EOF, or a reset once it had all of ours).
+    local_eof: bool,
     up_buf: ReadBuffer,
     /// Frame bytes being written to the WebSocket stream.
     out: BytesMut,
@@ -376,9 +398,7 @@ struct Pump<L, S> {
     closing_since: Option<Instant>,
     /// We sent a close frame: the peer's reply is awaited until this instant.
     close_deadline: Option<Instant>,
-    ping_due: bool,
-    ping_sent_at: Option<Instant>,
-    last_rx: Instant,
+    keepalive: keepalive::Keepalive,
     last_data: Instant,
     timer: Pin<Box<Sleep>>,
     stats: Stats,
@@ -400,6 +420,7 @@ where
             opts,
             masks: MaskKeys::new(),
             up: Up::Open,
+            local_eof: false,
             up_buf: ReadBuffer::new(MAX_HEADER, BytesMut::new()),
             out: BytesMut::new(),
             io_unflushed: false,
@@ -416,11 +437,9 @@ where
             close_sent: false,
             closing_since: None,
             close_deadline: None,
-            ping_due: false,
-            ping_sent_at: None,
-            last_rx: now,
+            keepalive: keepalive::Keepalive::new(opts.keepalive, now),
             last_data: now,
-            timer: Box::pin(tokio::time::sleep_until(now + opts.ping_interval)),
+            timer: Box::pin(tokio::time::sleep_until(now + opts.keepalive.interval)),
             stats: Stats::default(),
         }
     }
@@ -536,8 +555,7 @@ where
                     if woke {
                         self.arm_release();
                     }
-                    self.last_rx = Instant::now();
-                    self.ping_sent_at = None;
+                    self.keepalive.heard(Instant::now());
                 }
                 Err(e) => return Poll::Ready(Err(BridgeError::Io(e))),
             }
@@ -562,6 +580,13 @@ where
                             self.data = BytesMut::new();
                         }
                         continue;
+                    }
+                    Poll::Ready(Err(e)) if self.local_eof && gone(&e) => {
+                        // It said it was done and went away: what it did not take,
+                        // it did not want (a direct peer would be reset the same).
+                        self.data = BytesMut::new();
+                        self.down = Down::Done;
+                        return Ok(true);
                     }
                     Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
                     Poll::Pending => break,
@@ -592,7 +617,9 @@ where
                     progress = true;
                 }
                 // The local peer is already gone: nothing left to tell it.
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::NotConnected => {
+                Poll::Ready(Err(e))
+                    if e.kind() == io::ErrorKind::NotConnected || (self.local_eof && gone(&e)) =>
+                {
                     self.down = Down::Done;
                     progress = true;
                 }
@@ -711,9 +738,7 @@ where
                 self.out = self.control(OpCode::Pong, &payload);
                 continue;
             }
-            if self.ping_due {
-                self.ping_due = false;
-                self.ping_sent_at = Some(Instant::now());
+            if self.keepalive.take_ping() {
                 self.out = self.control(OpCode::Ping, &[]);
                 continue;
             }
@@ -735,6 +760,7 @@ where
                 Poll::Ready(Ok(0)) => {
                     self.up_buf.buf.clear();
                     self.up = Up::Eof;
+                    self.local_eof = true;
                     progress = true;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -745,6 +771,15 @@ where
                     self.stats.up += n as u64;
                     self.last_data = Instant::now();
                     self.out = self.frame_up(n);
+                }
+                Poll::Ready(Err(e)) if self.down == Down::Done && gone(&e) => {
+                    // Both ends of the peer's stream are through (we delivered all of
+                    // it and our EOF): a local side that resets now has finished, as
+                    // PostgreSQL does after `Terminate`. Its end is a clean one.
+                    self.up_buf.buf.clear();
+                    self.up = Up::Eof;
+                    self.local_eof = true;
+                    progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(BridgeError::LocalRead(e)),
                 Poll::Pending => break,
@@ -837,7 +872,12 @@ where
     }
 
     /// Keepalive and idle checks; `Pending` once the timer is armed again,
-    /// `Ready(Ok(true))` when the connection should end now without error.
+    /// `Ready(Ok(true))` when the connection should end now without error,
+    /// `Ready(Ok(false))` when a ping just became due (the up direction sends it).
+    ///
+    /// The timer is armed for the earliest thing that can happen next, never in
+    /// the past: a connection that waits (idle, or blocked on a frozen peer) wakes
+    /// only when a deadline of its own is due.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BridgeError>> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
@@ -845,32 +885,20 @@ where
             if self.close_deadline.is_some_and(|d| now >= d) {
                 return Poll::Ready(Ok(true));
             }
-            if let Some(sent) = self.ping_sent_at
-                && now >= sent + self.opts.pong_timeout
-            {
-                return Poll::Ready(Err(BridgeError::Dead(now - self.last_rx)));
+            match self.keepalive.check(now, self.holding_peer_data()) {
+                Ok(true) => return Poll::Ready(Ok(false)),
+                Ok(false) => {}
+                Err(silent) => return Poll::Ready(Err(BridgeError::Dead(silent))),
             }
             let one_way = self.up == Up::Done || self.down == Down::Done;
             if one_way && now >= self.last_data + self.opts.half_open_idle {
                 return Poll::Ready(Err(BridgeError::HalfOpenIdle(now - self.last_data)));
             }
-            if self.ping_sent_at.is_none()
-                && !self.ping_due
-                && now >= self.last_rx + self.opts.ping_interval
-            {
-                self.ping_due = true;
-                // Let the up direction send it.
-                self.timer.as_mut().reset(now + self.opts.pong_timeout);
-                return Poll::Ready(Ok(false));
-            }
-            let active = self.last_data.max(self.last_rx);
+            let active = self.last_data.max(self.keepalive.last_heard());
             if now >= active + IDLE_RELEASE {
                 self.release_buffers();
             }
-            let mut next = match self.ping_sent_at {
-                Some(sent) => sent + self.opts.pong_timeout,
-                None => self.last_rx + self.opts.ping_interval,
-            };
+            let mut next = self.keepalive.deadline();
             if !(self.up_buf.idle && self.rx_buf.idle) {
                 // A buffer still in use is looked at again after a full period.
                 let at = active + IDLE_RELEASE;
@@ -882,10 +910,18 @@ where
             if let Some(d) = self.close_deadline {
                 next = next.min(d);
             }
+            // Every deadline above is in the future by now; the floor only guards
+            // against a spin should one ever not be.
             self.timer
                 .as_mut()
                 .reset(next.max(now + Duration::from_millis(1)));
         }
+    }
+
+    /// We hold payload the peer sent that the local side has not taken yet: the
+    /// peer was alive to send it, and its pong (if any) waits behind it.
+    fn holding_peer_data(&self) -> bool {
+        !self.data.is_empty()
     }
 }
 
@@ -1105,8 +1141,10 @@ mod tests {
         let (client_ws, server_ws) = ws_pair(64 * 1024).await;
         let (local, _app) = duplex(64 * 1024);
         let opts = Options {
-            ping_interval: Duration::from_secs(1),
-            pong_timeout: Duration::from_secs(1),
+            keepalive: Keepalive {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            },
             ..Options::default()
         };
         // The server never reads, so it never answers the ping.

@@ -70,6 +70,7 @@ client_secret = "{secret}"
         Arc::new(target),
         shutdown.clone(),
         GRACE,
+        crate::bridge::Keepalive::default(),
     ));
 
     println!("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback");

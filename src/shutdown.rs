@@ -35,3 +35,25 @@ async fn wait_for_signal() {
         }
     }
 }
+
+/// A token cancelled on SIGHUP: the terminal or the parent went away (OpenSSH sends
+/// it to its ProxyCommand when it exits). Calling this replaces SIGHUP's default
+/// action (exit) for the rest of the process, so only commands that handle a hangup
+/// call it: `tunnel ssh` in stdio mode (a clean end of input) and the listeners
+/// (the one shutdown path, as SIGTERM), not the edge. Never cancelled off Unix.
+pub fn on_hangup() -> CancellationToken {
+    let token = CancellationToken::new();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Registered before returning, so no hangup after this call is missed.
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let t = token.clone();
+            tokio::spawn(async move {
+                hup.recv().await;
+                t.cancel();
+            });
+        }
+    }
+    token
+}

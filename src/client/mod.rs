@@ -46,8 +46,13 @@ impl ConnError {
     }
 }
 
-/// Dial the edge for `target` and bridge `local` through it until both sides end.
-pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnError>
+/// Dial the edge for `target` and bridge `local` through it until both sides end,
+/// checking the edge's liveness with `keepalive`.
+pub async fn serve_stream<L>(
+    local: L,
+    target: &Target,
+    keepalive: bridge::Keepalive,
+) -> Result<Stats, ConnError>
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
@@ -56,6 +61,7 @@ where
     let conn = Box::pin(connect(target)).await?;
     let opts = bridge::Options {
         peer_half_close: conn.peer_half_close,
+        keepalive,
         ..Default::default()
     };
     bridge::run(local, conn.ws, opts)

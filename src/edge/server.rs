@@ -210,6 +210,9 @@ async fn route(
         }
     };
     crate::client::dial::tune(&origin);
+    // Reset on close until the stream ends cleanly: the origin must not take a cut
+    // stream (or one the grace period ran out on) for a complete one.
+    crate::serve::abort(&origin);
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
     let tls = edge.tls.is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -235,12 +238,11 @@ async fn route(
         };
         let mut origin = origin;
         match bridge::run(&mut origin, ws, opts).await {
-            Ok(s) => info!(%peer, ray, up = s.up, down = s.down, "stream closed"),
-            Err(e) => {
-                // The origin must not take a cut stream for a complete one.
-                crate::serve::abort(&origin);
-                warn!(%peer, ray, "stream failed: {e}")
+            Ok(s) => {
+                crate::serve::orderly(&origin);
+                info!(%peer, ray, up = s.up, down = s.down, "stream closed")
             }
+            Err(e) => warn!(%peer, ray, "stream failed: {e}; origin socket reset"),
         }
     });
     let mut response = Response::builder()
