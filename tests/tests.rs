@@ -11,4 +11,5 @@ mod fuzz_seeds;
 mod handshake;
 mod login;
 mod postgres;
+mod resilience;
 mod ssh;

@@ -78,14 +78,25 @@ impl Edge {
         self.dir.path().join("ca.pem")
     }
 
+    /// Like [`Edge::start`], with extra command-line flags (e.g. `--grace-period`).
+    pub fn start_args(body: &str, args: &[&str]) -> Edge {
+        Self::start_full(tempdir(), body, "", args)
+    }
+
     fn start_in(dir: tempfile::TempDir, body: &str, top: &str) -> Edge {
+        Self::start_full(dir, body, top, &[])
+    }
+
+    fn start_full(dir: tempfile::TempDir, body: &str, top: &str, args: &[&str]) -> Edge {
         let config = dir.path().join("edge.toml");
         let text = format!(
             "listen = \"127.0.0.1:0\"\nauth_domain = \"auth.example.test\"\nsigning_key = \"signing-key.pem\"\n{top}\n{body}\n"
         )
         .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config, text).unwrap();
-        let mut proc = Proc::spawn(bin(), ["edge", "--config", config.to_str().unwrap()], &[]);
+        let mut argv = vec!["edge", "--config", config.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut proc = Proc::spawn(bin(), argv, &[]);
         let addr = proc.wait_listening();
         Edge {
             dir,
