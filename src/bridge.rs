@@ -388,6 +388,9 @@ struct Pump<L, S> {
     /// Payload bytes being written to the local side.
     data: BytesMut,
     local_unflushed: bool,
+    /// The peer's EOF marker came: its stream is still read for control frames,
+    /// until anything else arrives.
+    after_eof: bool,
     /// The peer sent a close frame (or vanished): nothing more can be sent to it.
     peer_closed: bool,
     /// The status code of the peer's close frame, echoed in our reply.
@@ -432,6 +435,7 @@ where
             message_bytes: 0,
             data: BytesMut::new(),
             local_unflushed: false,
+            after_eof: false,
             peer_closed: false,
             close_code: None,
             close_sent: false,
@@ -627,6 +631,27 @@ where
                 Poll::Pending => {}
             }
         }
+        // After the peer's EOF marker its stream still carries control frames: answer
+        // its pings and see its pongs, so that a long upload after a half-close is
+        // not taken for a dead peer (nor we for one by the peer). Anything else ends
+        // this listening, and the stream goes on as if nothing had been read.
+        while self.down == Down::Done && self.after_eof && self.closing_since.is_none() {
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(Event::Control(OpCode::Ping, payload))) => {
+                    self.pong = Some(payload);
+                    progress = true;
+                }
+                Poll::Ready(Ok(Event::Control(OpCode::Close, _))) => {
+                    // Its stream was complete already; nothing to echo.
+                    self.peer_closed = true;
+                    self.after_eof = false;
+                    progress = true;
+                }
+                Poll::Ready(Ok(Event::Control(..))) => {}
+                Poll::Ready(_) => self.after_eof = false,
+                Poll::Pending => break,
+            }
+        }
         Ok(progress)
     }
 
@@ -637,7 +662,10 @@ where
                 self.stats.down += piece.len() as u64;
                 self.data = piece;
             }
-            Event::EmptyMessage => self.down = Down::Closing,
+            Event::EmptyMessage => {
+                self.down = Down::Closing;
+                self.after_eof = true;
+            }
             Event::Control(OpCode::Ping, payload) => self.pong = Some(payload),
             Event::Control(OpCode::Close, payload) => {
                 self.peer_closed = true;
@@ -645,7 +673,9 @@ where
                     .get(..2)
                     .map(|c| [c[0], c[1]])
                     .filter(|c| sendable_close_code(u16::from_be_bytes(*c)));
-                self.down = Down::Closing;
+                if self.down == Down::Open {
+                    self.down = Down::Closing;
+                }
             }
             Event::Control(..) => {}
             // Cut off before its EOF signal: say so, never a clean end.
@@ -1151,6 +1181,75 @@ mod tests {
         let _hold = server_ws;
         let res = run(local, client_ws, opts).await;
         assert!(matches!(res, Err(BridgeError::Dead(_))), "{res:?}");
+    }
+
+    const SHORT: Keepalive = Keepalive {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_reader_paused_for_many_keepalive_periods_is_not_a_dead_peer() {
+        let (client_ws, server_ws) = ws_pair(64 * 1024).await;
+        let (local, mut app) = duplex(64 * 1024);
+        let opts = Options {
+            keepalive: SHORT,
+            ..Options::default()
+        };
+        let pump = tokio::spawn(run(local, client_ws, opts));
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (mut tx, mut rx) = server_ws.split();
+        // The peer keeps reading (it sees our pings) while its writes wait for us.
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            tx.send(Message::Binary(Bytes::from(sent))).await.unwrap();
+            tx.close().await.unwrap();
+        });
+        // Virtual time: a hundred keepalive periods without reading.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(!pump.is_finished(), "{:?}", pump.await);
+        let mut got = Vec::new();
+        app.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "bytes differ");
+        writer.await.unwrap();
+        app.shutdown().await.unwrap();
+        pump.await.unwrap().unwrap();
+        reader.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pongs_are_seen_after_the_peer_ended_its_stream() {
+        let (client_ws, mut server_ws) = ws_pair(64 * 1024).await;
+        let (local, mut app) = duplex(64 * 1024);
+        let opts = Options {
+            keepalive: SHORT,
+            peer_half_close: true,
+            ..Options::default()
+        };
+        let pump = tokio::spawn(run(local, client_ws, opts));
+        server_ws.send(Message::Binary(Bytes::new())).await.unwrap();
+        // The peer reads on (answering our pings) while we upload for a long time.
+        let peer = tokio::spawn(async move {
+            let mut up = 0;
+            while let Some(Ok(m)) = server_ws.next().await {
+                if let Message::Binary(b) = m {
+                    up += b.len();
+                }
+            }
+            up
+        });
+        let mut got = Vec::new();
+        app.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty());
+        for _ in 0..40 {
+            app.write_all(b"tick").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        app.shutdown().await.unwrap();
+        let stats = pump.await.unwrap().unwrap();
+        assert_eq!(stats.up, 160);
+        assert_eq!(peer.await.unwrap(), 160);
     }
 
     #[tokio::test]
