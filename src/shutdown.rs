@@ -4,7 +4,8 @@
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How long live connections may drain after a shutdown signal.
+/// How long live connections may drain after a shutdown signal by default
+/// (`--grace-period`); those still open then are reset.
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// A token cancelled on the first SIGINT or SIGTERM.
