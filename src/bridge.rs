@@ -441,7 +441,7 @@ where
             close_sent: false,
             closing_since: None,
             close_deadline: None,
-            keepalive: keepalive::Keepalive::new(opts.keepalive, now),
+            keepalive: keepalive::Keepalive::new(now),
             last_data: now,
             timer: Box::pin(tokio::time::sleep_until(now + opts.keepalive.interval)),
             stats: Stats::default(),
@@ -915,7 +915,8 @@ where
             if self.close_deadline.is_some_and(|d| now >= d) {
                 return Poll::Ready(Ok(true));
             }
-            match self.keepalive.check(now, self.holding_peer_data()) {
+            let holding = self.holding_peer_data();
+            match self.keepalive.check(&self.opts.keepalive, now, holding) {
                 Ok(true) => return Poll::Ready(Ok(false)),
                 Ok(false) => {}
                 Err(silent) => return Poll::Ready(Err(BridgeError::Dead(silent))),
@@ -928,7 +929,7 @@ where
             if now >= active + IDLE_RELEASE {
                 self.release_buffers();
             }
-            let mut next = self.keepalive.deadline();
+            let mut next = self.keepalive.deadline(&self.opts.keepalive);
             if !(self.up_buf.idle && self.rx_buf.idle) {
                 // A buffer still in use is looked at again after a full period.
                 let at = active + IDLE_RELEASE;

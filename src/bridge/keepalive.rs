@@ -50,10 +50,10 @@ enum Ping {
     Sent(Instant),
 }
 
-/// The keepalive state of one connection.
+/// The keepalive state of one connection; its [`Settings`] are passed in (the
+/// pump holds them already: every byte per connection counts).
 #[derive(Debug)]
 pub(super) struct Keepalive {
-    settings: Settings,
     /// When the peer last proved it is alive.
     heard: Instant,
     ping: Ping,
@@ -61,9 +61,8 @@ pub(super) struct Keepalive {
 
 impl Keepalive {
     /// A connection that just heard from its peer (the handshake), at `now`.
-    pub(super) fn new(settings: Settings, now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Keepalive {
-            settings,
             heard: now,
             ping: Ping::Idle,
         }
@@ -94,13 +93,18 @@ impl Keepalive {
     /// The timer fired at `now`; `holding` says we hold data from the peer that our
     /// local side has not taken yet. `Ok(true)`: a ping just became due (let the
     /// writer run). `Err(silent)`: the peer is presumed dead, silent that long.
-    pub(super) fn check(&mut self, now: Instant, holding: bool) -> Result<bool, Duration> {
+    pub(super) fn check(
+        &mut self,
+        s: &Settings,
+        now: Instant,
+        holding: bool,
+    ) -> Result<bool, Duration> {
         match self.ping {
-            Ping::Idle if now >= self.heard + self.settings.interval => {
+            Ping::Idle if now >= self.heard + s.interval => {
                 self.ping = Ping::Due(now);
                 Ok(true)
             }
-            Ping::Due(t) | Ping::Sent(t) if now >= t + self.settings.timeout => {
+            Ping::Due(t) | Ping::Sent(t) if now >= t + s.timeout => {
                 if !holding {
                     return Err(now - self.heard);
                 }
@@ -115,10 +119,10 @@ impl Keepalive {
     }
 
     /// When [`Keepalive::check`] has something to do next.
-    pub(super) fn deadline(&self) -> Instant {
+    pub(super) fn deadline(&self, s: &Settings) -> Instant {
         match self.ping {
-            Ping::Idle => self.heard + self.settings.interval,
-            Ping::Due(t) | Ping::Sent(t) => t + self.settings.timeout,
+            Ping::Idle => self.heard + s.interval,
+            Ping::Due(t) | Ping::Sent(t) => t + s.timeout,
         }
     }
 }
@@ -135,56 +139,59 @@ mod tests {
     #[test]
     fn a_silent_peer_is_dead_interval_plus_timeout_after_it_was_last_heard() {
         let t0 = Instant::now();
-        let mut k = Keepalive::new(S, t0);
-        assert_eq!(k.deadline(), t0 + S.interval);
-        assert_eq!(k.check(t0 + Duration::from_secs(9), false), Ok(false));
-        assert_eq!(k.check(k.deadline(), false), Ok(true));
+        let mut k = Keepalive::new(t0);
+        assert_eq!(k.deadline(&S), t0 + S.interval);
+        assert_eq!(k.check(&S, t0 + Duration::from_secs(9), false), Ok(false));
+        assert_eq!(k.check(&S, k.deadline(&S), false), Ok(true));
         assert!(k.take_ping());
         assert!(!k.take_ping(), "one ping per cycle");
-        assert_eq!(k.deadline(), t0 + S.interval + S.timeout);
-        assert_eq!(k.check(k.deadline(), false), Err(S.interval + S.timeout));
+        assert_eq!(k.deadline(&S), t0 + S.interval + S.timeout);
+        assert_eq!(
+            k.check(&S, k.deadline(&S), false),
+            Err(S.interval + S.timeout)
+        );
     }
 
     #[test]
     fn a_ping_the_writer_cannot_send_still_times_out() {
         // A frozen peer stops reading: our writer blocks and the ping never leaves.
         let t0 = Instant::now();
-        let mut k = Keepalive::new(S, t0);
-        assert_eq!(k.check(t0 + S.interval, false), Ok(true));
-        let dead = k.deadline();
+        let mut k = Keepalive::new(t0);
+        assert_eq!(k.check(&S, t0 + S.interval, false), Ok(true));
+        let dead = k.deadline(&S);
         assert_eq!(dead, t0 + S.interval + S.timeout);
-        assert!(k.check(dead, false).is_err());
+        assert!(k.check(&S, dead, false).is_err());
     }
 
     #[test]
     fn hearing_anything_resets_the_cycle() {
         let t0 = Instant::now();
-        let mut k = Keepalive::new(S, t0);
-        k.check(t0 + S.interval, false).unwrap();
+        let mut k = Keepalive::new(t0);
+        k.check(&S, t0 + S.interval, false).unwrap();
         assert!(k.take_ping());
         let t1 = t0 + Duration::from_secs(15);
         k.heard(t1);
         assert!(!k.take_ping());
-        assert_eq!(k.deadline(), t1 + S.interval);
-        assert_eq!(k.check(t1 + Duration::from_secs(9), false), Ok(false));
+        assert_eq!(k.deadline(&S), t1 + S.interval);
+        assert_eq!(k.check(&S, t1 + Duration::from_secs(9), false), Ok(false));
         // The old ping's deadline has no meaning any more.
-        assert_eq!(k.check(t1 + S.interval, false), Ok(true));
+        assert_eq!(k.check(&S, t1 + S.interval, false), Ok(true));
     }
 
     #[test]
     fn held_peer_data_is_proof_of_life_and_pings_keep_going_out() {
         let t0 = Instant::now();
-        let mut k = Keepalive::new(S, t0);
-        k.check(t0 + S.interval, true).unwrap();
+        let mut k = Keepalive::new(t0);
+        k.check(&S, t0 + S.interval, true).unwrap();
         assert!(k.take_ping());
-        let mut now = k.deadline();
+        let mut now = k.deadline(&S);
         for _ in 0..100 {
-            assert_eq!(k.check(now, true), Ok(true), "never dead while holding");
+            assert_eq!(k.check(&S, now, true), Ok(true), "never dead while holding");
             assert!(k.take_ping(), "a ping every timeout while holding");
-            assert_eq!(k.deadline(), now + S.timeout);
-            now = k.deadline();
+            assert_eq!(k.deadline(&S), now + S.timeout);
+            now = k.deadline(&S);
         }
         // Once the data is taken, silence counts again from the last proof.
-        assert!(k.check(now, false).is_err());
+        assert!(k.check(&S, now, false).is_err());
     }
 }

@@ -93,20 +93,28 @@ pub async fn serve(
             info!("listening on {addr} for {}", target.url());
         }
     }
+    // One shared value, so a connection's task holds a pointer, not copies.
+    let shared = Arc::new(Shared { target, keepalive });
     crate::serve::run(listeners, shutdown, grace, move |socket, peer, _| {
-        let target = target.clone();
-        async move { handle(socket, peer, &target, keepalive).await }
+        let shared = shared.clone();
+        async move { handle(socket, peer, &shared).await }
     })
     .await;
 }
 
-async fn handle(mut socket: TcpStream, peer: SocketAddr, target: &Target, keepalive: Keepalive) {
+/// What every connection of one listener uses.
+struct Shared {
+    target: Arc<Target>,
+    keepalive: Keepalive,
+}
+
+async fn handle(mut socket: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = socket.set_nodelay(true);
     // Until the stream ends cleanly, closing this socket resets it: a failed dial
     // (an app that waits for the server to speak must not see an orderly empty
     // close), a cut, or a drain whose grace period runs out.
     crate::serve::abort(&socket);
-    match super::serve_stream(&mut socket, target, keepalive).await {
+    match super::serve_stream(&mut socket, &shared.target, &shared.keepalive).await {
         Ok(stats) => {
             crate::serve::orderly(&socket);
             debug!(%peer, up = stats.up, down = stats.down, "connection closed")

@@ -51,7 +51,7 @@ impl ConnError {
 pub async fn serve_stream<L>(
     local: L,
     target: &Target,
-    keepalive: bridge::Keepalive,
+    keepalive: &bridge::Keepalive,
 ) -> Result<Stats, ConnError>
 where
     L: AsyncRead + AsyncWrite + Unpin,
@@ -61,7 +61,7 @@ where
     let conn = Box::pin(connect(target)).await?;
     let opts = bridge::Options {
         peer_half_close: conn.peer_half_close,
-        keepalive,
+        keepalive: *keepalive,
         ..Default::default()
     };
     bridge::run(local, conn.ws, opts)

@@ -35,7 +35,7 @@ pub async fn run(
         drain: None,
     };
     let local = tokio::io::join(stdin, tokio::io::stdout());
-    super::serve_stream(local, target, keepalive).await
+    super::serve_stream(local, target, &keepalive).await
 }
 
 /// A reader that reports EOF once `hangup` fired and its drain time passed.
