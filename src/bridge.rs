@@ -39,10 +39,11 @@
 //! peer is alive (its pong waits behind that data), and we keep pinging it so that
 //! it keeps hearing from us. Pings from the peer are answered.
 //!
-//! **Ends.** A local side that fails after it ended its own direction (it sent EOF
-//! and we sent it ours, or it sent EOF and then went away while we still wrote) has
-//! finished, as a direct TCP peer would see it: a reset then (PostgreSQL closing
-//! after `Terminate` with bytes unread) is a clean end, not a cut.
+//! **Ends.** A local side that resets after it was given the peer's whole stream
+//! and our EOF, or after it sent its own EOF (then what we still write to it is
+//! dropped, as a direct TCP peer's would be), has finished: PostgreSQL closes like
+//! that after `Terminate` with bytes unread. That is a clean end, not a cut. A reset
+//! at any other moment is a cut ([`BridgeError::LocalRead`], `LocalWrite`).
 //!
 //! **Closing.** When both directions are done, a close frame is sent (unless one was
 //! already) and the peer's reply is awaited for at most [`CLOSE_WAIT`], so the peer
