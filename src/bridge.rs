@@ -31,7 +31,7 @@
 //! [`Options::half_open_idle`] or the connection is closed, so a peer that never
 //! finishes cannot hold it open forever.
 //!
-//! **Keepalive** ([`keepalive`]). When nothing has been heard from the peer for
+//! **Keepalive** (`bridge/keepalive.rs`). When nothing has been heard from the peer for
 //! [`Keepalive::interval`] a ping is due; if nothing at all (pong or data) arrives
 //! within [`Keepalive::timeout`] after that, the peer is presumed dead, also when our
 //! writer is blocked and the ping cannot leave (a frozen peer). Backpressure is not
