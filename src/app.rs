@@ -103,8 +103,12 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
         }
         Command::Ssh(args) => {
             let target = target_from(&args)?;
+            // OpenSSH sends SIGHUP to its ProxyCommand on exit: a clean end of input.
+            let hangup = shutdown::on_hangup();
             tokio::select! {
-                r = stdio::run(&target) => r.map(|_| exit::OK).map_err(Error::from),
+                r = stdio::run(&target, keepalive(&args), hangup) => {
+                    r.map(|_| exit::OK).map_err(Error::from)
+                }
                 _ = shutdown.cancelled() => Err(Error::Interrupted),
             }
         }
@@ -168,7 +172,26 @@ fn reported(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
     result
 }
 
+/// The keepalive the access flags ask for.
+fn keepalive(args: &AccessArgs) -> crate::bridge::Keepalive {
+    crate::bridge::Keepalive {
+        interval: args.keepalive_interval,
+        timeout: args.keepalive_timeout,
+    }
+}
+
 async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(), Error> {
+    // SIGHUP takes the one shutdown path too, as SIGTERM does.
+    let shutdown = {
+        let hangup = shutdown::on_hangup();
+        let either = shutdown.child_token();
+        let stop = either.clone();
+        tokio::spawn(async move {
+            hangup.cancelled().await;
+            stop.cancel();
+        });
+        either
+    };
     let mut target = target_from(args)?;
     if let Some(metrics) = metrics_endpoint(args.metrics.as_deref(), &shutdown).await? {
         let name = target.host.clone();
@@ -204,8 +227,15 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
             _ = shutdown.cancelled() => return Err(Error::Interrupted),
         }
     }
-    announce_shutdown(&shutdown);
-    listen::serve(listeners, target, shutdown, shutdown::GRACE).await;
+    shutdown::announce(&shutdown, args.grace_period);
+    listen::serve(
+        listeners,
+        target,
+        shutdown,
+        args.grace_period,
+        keepalive(args),
+    )
+    .await;
     Ok(())
 }
 
@@ -345,6 +375,9 @@ async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
         edge: args.edge,
         login_now: false,
         metrics: None,
+        keepalive_interval: crate::up::DEFAULT_KEEPALIVE_INTERVAL,
+        keepalive_timeout: crate::up::DEFAULT_KEEPALIVE_TIMEOUT,
+        grace_period: shutdown::GRACE,
     };
     let target = target_from(&access)?;
     let report = crate::doctor::run(&target, target.auth.as_deref()).await;
@@ -399,7 +432,7 @@ async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Re
         }
     }
     let metrics = metrics_endpoint(args.metrics.as_deref(), &shutdown).await?;
-    crate::up::run(&path, shutdown, (tx, rx), shutdown::GRACE, metrics).await
+    crate::up::run(&path, shutdown, (tx, rx), metrics).await
 }
 
 async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(), Error> {
@@ -467,8 +500,8 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
             let edge = Arc::new(edge);
             crate::serve::raise_fd_limit();
             let listener = edge.bind().await?;
-            announce_shutdown(&shutdown);
-            edge::serve(edge, listener, shutdown, shutdown::GRACE).await;
+            shutdown::announce(&shutdown, args.grace_period);
+            edge::serve(edge, listener, shutdown, args.grace_period).await;
             info!("edge stopped");
             Ok(())
         }
@@ -504,19 +537,6 @@ fn read_new_password() -> Result<String, Error> {
         ));
     }
     Ok(password)
-}
-
-/// Log the shutdown line once, when `shutdown` fires, for a command that serves
-/// until then (each accept loop only notes it at debug).
-pub fn announce_shutdown(shutdown: &CancellationToken) {
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        info!(
-            "shutting down: no new connections; draining live ones for up to {} s",
-            shutdown::GRACE.as_secs()
-        );
-    });
 }
 
 /// How long the demo waits for its round trip.

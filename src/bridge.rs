@@ -31,9 +31,19 @@
 //! [`Options::half_open_idle`] or the connection is closed, so a peer that never
 //! finishes cannot hold it open forever.
 //!
-//! **Keepalive.** When nothing has been received for [`Options::ping_interval`] a ping
-//! is sent; if nothing at all (pong or data) arrives within [`Options::pong_timeout`]
-//! after it, the connection is presumed dead. Pings from the peer are answered.
+//! **Keepalive** (`bridge/keepalive.rs`). When nothing has been heard from the peer for
+//! [`Keepalive::interval`] a ping is due; if nothing at all (pong or data) arrives
+//! within [`Keepalive::timeout`] after that, the peer is presumed dead, also when our
+//! writer is blocked and the ping cannot leave (a frozen peer). Backpressure is not
+//! death: while we hold data the peer sent that the local side has not taken, the
+//! peer is alive (its pong waits behind that data), and we keep pinging it so that
+//! it keeps hearing from us. Pings from the peer are answered.
+//!
+//! **Ends.** A local side that resets after it was given the peer's whole stream
+//! and our EOF, or after it sent its own EOF (then what we still write to it is
+//! dropped, as a direct TCP peer's would be), has finished: PostgreSQL closes like
+//! that after `Terminate` with bytes unread. That is a clean end, not a cut. A reset
+//! at any other moment is a cut ([`BridgeError::LocalRead`], `LocalWrite`).
 //!
 //! **Closing.** When both directions are done, a close frame is sent (unless one was
 //! already) and the peer's reply is awaited for at most [`CLOSE_WAIT`], so the peer
@@ -49,6 +59,10 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
+
+mod keepalive;
+
+pub use keepalive::Settings as Keepalive;
 
 pub use crate::frame::Role;
 use crate::frame::{self, FrameError, MAX_HEADER, MaskKeys, OpCode};
@@ -123,10 +137,8 @@ impl<S> WebSocket<S> {
 /// Tunables of one bridged connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Send a ping after this long without receiving anything.
-    pub ping_interval: Duration,
-    /// Presume the peer dead when nothing arrives this long after a ping.
-    pub pong_timeout: Duration,
+    /// When to ping, and when to give up on a silent peer.
+    pub keepalive: Keepalive,
     /// Once one direction has ended, close if no data moves for this long.
     pub half_open_idle: Duration,
     /// The peer understands the empty-message half-close marker.
@@ -136,8 +148,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            ping_interval: Duration::from_secs(54),
-            pong_timeout: Duration::from_secs(60),
+            keepalive: Keepalive::default(),
             half_open_idle: Duration::from_secs(300),
             peer_half_close: false,
         }
@@ -178,8 +189,9 @@ pub enum BridgeError {
     /// it sent may be incomplete, so the local side must not see a clean end.
     #[error("the peer's stream ended without a close frame{}; data may be missing", if *.0 { " in the middle of a frame" } else { "" })]
     Truncated(bool),
-    /// Nothing arrived in answer to a ping.
-    #[error("peer silent for {0:?} after a ping; presumed dead")]
+    /// Nothing arrived from the peer within the keepalive timeout after a ping was
+    /// due, and we held none of its data: it is dead or frozen.
+    #[error("nothing heard from the peer for {0:.1?} (keepalive ping unanswered); presumed dead")]
     Dead(Duration),
     /// One direction ended and the other stayed idle too long.
     #[error("half-closed connection idle for {0:?}; closed")]
@@ -202,6 +214,15 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), pump.io.shutdown()).await;
     }
     result
+}
+
+/// The local side went away (reset, closed pipe) rather than failing otherwise.
+fn gone(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected
+    )
 }
 
 /// Close codes an endpoint may put on the wire (RFC 6455 7.4): echoing any other
@@ -351,6 +372,8 @@ struct Pump<L, S> {
     masks: MaskKeys,
     // Up: local -> WebSocket.
     up: Up,
+    /// The local side ended its stream (EOF, or a reset once it had all of ours).
+    local_eof: bool,
     up_buf: ReadBuffer,
     /// Frame bytes being written to the WebSocket stream.
     out: BytesMut,
@@ -366,6 +389,9 @@ struct Pump<L, S> {
     /// Payload bytes being written to the local side.
     data: BytesMut,
     local_unflushed: bool,
+    /// The peer's EOF marker came: its stream is still read for control frames,
+    /// until anything else arrives.
+    after_eof: bool,
     /// The peer sent a close frame (or vanished): nothing more can be sent to it.
     peer_closed: bool,
     /// The status code of the peer's close frame, echoed in our reply.
@@ -376,9 +402,7 @@ struct Pump<L, S> {
     closing_since: Option<Instant>,
     /// We sent a close frame: the peer's reply is awaited until this instant.
     close_deadline: Option<Instant>,
-    ping_due: bool,
-    ping_sent_at: Option<Instant>,
-    last_rx: Instant,
+    keepalive: keepalive::Keepalive,
     last_data: Instant,
     timer: Pin<Box<Sleep>>,
     stats: Stats,
@@ -400,6 +424,7 @@ where
             opts,
             masks: MaskKeys::new(),
             up: Up::Open,
+            local_eof: false,
             up_buf: ReadBuffer::new(MAX_HEADER, BytesMut::new()),
             out: BytesMut::new(),
             io_unflushed: false,
@@ -411,16 +436,15 @@ where
             message_bytes: 0,
             data: BytesMut::new(),
             local_unflushed: false,
+            after_eof: false,
             peer_closed: false,
             close_code: None,
             close_sent: false,
             closing_since: None,
             close_deadline: None,
-            ping_due: false,
-            ping_sent_at: None,
-            last_rx: now,
+            keepalive: keepalive::Keepalive::new(now),
             last_data: now,
-            timer: Box::pin(tokio::time::sleep_until(now + opts.ping_interval)),
+            timer: Box::pin(tokio::time::sleep_until(now + opts.keepalive.interval)),
             stats: Stats::default(),
         }
     }
@@ -536,8 +560,7 @@ where
                     if woke {
                         self.arm_release();
                     }
-                    self.last_rx = Instant::now();
-                    self.ping_sent_at = None;
+                    self.keepalive.heard(Instant::now());
                 }
                 Err(e) => return Poll::Ready(Err(BridgeError::Io(e))),
             }
@@ -562,6 +585,13 @@ where
                             self.data = BytesMut::new();
                         }
                         continue;
+                    }
+                    Poll::Ready(Err(e)) if self.local_eof && gone(&e) => {
+                        // It said it was done and went away: what it did not take,
+                        // it did not want (a direct peer would be reset the same).
+                        self.data = BytesMut::new();
+                        self.down = Down::Done;
+                        return Ok(true);
                     }
                     Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
                     Poll::Pending => break,
@@ -592,12 +622,35 @@ where
                     progress = true;
                 }
                 // The local peer is already gone: nothing left to tell it.
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::NotConnected => {
+                Poll::Ready(Err(e))
+                    if e.kind() == io::ErrorKind::NotConnected || (self.local_eof && gone(&e)) =>
+                {
                     self.down = Down::Done;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
                 Poll::Pending => {}
+            }
+        }
+        // After the peer's EOF marker its stream still carries control frames: answer
+        // its pings and see its pongs, so that a long upload after a half-close is
+        // not taken for a dead peer (nor we for one by the peer). Anything else ends
+        // this listening, and the stream goes on as if nothing had been read.
+        while self.down == Down::Done && self.after_eof && self.closing_since.is_none() {
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(Event::Control(OpCode::Ping, payload))) => {
+                    self.pong = Some(payload);
+                    progress = true;
+                }
+                Poll::Ready(Ok(Event::Control(OpCode::Close, _))) => {
+                    // Its stream was complete already; nothing to echo.
+                    self.peer_closed = true;
+                    self.after_eof = false;
+                    progress = true;
+                }
+                Poll::Ready(Ok(Event::Control(..))) => {}
+                Poll::Ready(_) => self.after_eof = false,
+                Poll::Pending => break,
             }
         }
         Ok(progress)
@@ -610,7 +663,10 @@ where
                 self.stats.down += piece.len() as u64;
                 self.data = piece;
             }
-            Event::EmptyMessage => self.down = Down::Closing,
+            Event::EmptyMessage => {
+                self.down = Down::Closing;
+                self.after_eof = true;
+            }
             Event::Control(OpCode::Ping, payload) => self.pong = Some(payload),
             Event::Control(OpCode::Close, payload) => {
                 self.peer_closed = true;
@@ -618,7 +674,9 @@ where
                     .get(..2)
                     .map(|c| [c[0], c[1]])
                     .filter(|c| sendable_close_code(u16::from_be_bytes(*c)));
-                self.down = Down::Closing;
+                if self.down == Down::Open {
+                    self.down = Down::Closing;
+                }
             }
             Event::Control(..) => {}
             // Cut off before its EOF signal: say so, never a clean end.
@@ -711,9 +769,7 @@ where
                 self.out = self.control(OpCode::Pong, &payload);
                 continue;
             }
-            if self.ping_due {
-                self.ping_due = false;
-                self.ping_sent_at = Some(Instant::now());
+            if self.keepalive.take_ping() {
                 self.out = self.control(OpCode::Ping, &[]);
                 continue;
             }
@@ -735,6 +791,7 @@ where
                 Poll::Ready(Ok(0)) => {
                     self.up_buf.buf.clear();
                     self.up = Up::Eof;
+                    self.local_eof = true;
                     progress = true;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -745,6 +802,15 @@ where
                     self.stats.up += n as u64;
                     self.last_data = Instant::now();
                     self.out = self.frame_up(n);
+                }
+                Poll::Ready(Err(e)) if self.down == Down::Done && gone(&e) => {
+                    // Both ends of the peer's stream are through (we delivered all of
+                    // it and our EOF): a local side that resets now has finished, as
+                    // PostgreSQL does after `Terminate`. Its end is a clean one.
+                    self.up_buf.buf.clear();
+                    self.up = Up::Eof;
+                    self.local_eof = true;
+                    progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(BridgeError::LocalRead(e)),
                 Poll::Pending => break,
@@ -837,7 +903,12 @@ where
     }
 
     /// Keepalive and idle checks; `Pending` once the timer is armed again,
-    /// `Ready(Ok(true))` when the connection should end now without error.
+    /// `Ready(Ok(true))` when the connection should end now without error,
+    /// `Ready(Ok(false))` when a ping just became due (the up direction sends it).
+    ///
+    /// The timer is armed for the earliest thing that can happen next, never in
+    /// the past: a connection that waits (idle, or blocked on a frozen peer) wakes
+    /// only when a deadline of its own is due.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BridgeError>> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
@@ -845,32 +916,21 @@ where
             if self.close_deadline.is_some_and(|d| now >= d) {
                 return Poll::Ready(Ok(true));
             }
-            if let Some(sent) = self.ping_sent_at
-                && now >= sent + self.opts.pong_timeout
-            {
-                return Poll::Ready(Err(BridgeError::Dead(now - self.last_rx)));
+            let holding = self.holding_peer_data();
+            match self.keepalive.check(&self.opts.keepalive, now, holding) {
+                Ok(true) => return Poll::Ready(Ok(false)),
+                Ok(false) => {}
+                Err(silent) => return Poll::Ready(Err(BridgeError::Dead(silent))),
             }
             let one_way = self.up == Up::Done || self.down == Down::Done;
             if one_way && now >= self.last_data + self.opts.half_open_idle {
                 return Poll::Ready(Err(BridgeError::HalfOpenIdle(now - self.last_data)));
             }
-            if self.ping_sent_at.is_none()
-                && !self.ping_due
-                && now >= self.last_rx + self.opts.ping_interval
-            {
-                self.ping_due = true;
-                // Let the up direction send it.
-                self.timer.as_mut().reset(now + self.opts.pong_timeout);
-                return Poll::Ready(Ok(false));
-            }
-            let active = self.last_data.max(self.last_rx);
+            let active = self.last_data.max(self.keepalive.last_heard());
             if now >= active + IDLE_RELEASE {
                 self.release_buffers();
             }
-            let mut next = match self.ping_sent_at {
-                Some(sent) => sent + self.opts.pong_timeout,
-                None => self.last_rx + self.opts.ping_interval,
-            };
+            let mut next = self.keepalive.deadline(&self.opts.keepalive);
             if !(self.up_buf.idle && self.rx_buf.idle) {
                 // A buffer still in use is looked at again after a full period.
                 let at = active + IDLE_RELEASE;
@@ -882,10 +942,18 @@ where
             if let Some(d) = self.close_deadline {
                 next = next.min(d);
             }
+            // Every deadline above is in the future by now; the floor only guards
+            // against a spin should one ever not be.
             self.timer
                 .as_mut()
                 .reset(next.max(now + Duration::from_millis(1)));
         }
+    }
+
+    /// We hold payload the peer sent that the local side has not taken yet: the
+    /// peer was alive to send it, and its pong (if any) waits behind it.
+    fn holding_peer_data(&self) -> bool {
+        !self.data.is_empty()
     }
 }
 
@@ -1105,14 +1173,85 @@ mod tests {
         let (client_ws, server_ws) = ws_pair(64 * 1024).await;
         let (local, _app) = duplex(64 * 1024);
         let opts = Options {
-            ping_interval: Duration::from_secs(1),
-            pong_timeout: Duration::from_secs(1),
+            keepalive: Keepalive {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            },
             ..Options::default()
         };
         // The server never reads, so it never answers the ping.
         let _hold = server_ws;
         let res = run(local, client_ws, opts).await;
         assert!(matches!(res, Err(BridgeError::Dead(_))), "{res:?}");
+    }
+
+    const SHORT: Keepalive = Keepalive {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_reader_paused_for_many_keepalive_periods_is_not_a_dead_peer() {
+        let (client_ws, server_ws) = ws_pair(64 * 1024).await;
+        let (local, mut app) = duplex(64 * 1024);
+        let opts = Options {
+            keepalive: SHORT,
+            ..Options::default()
+        };
+        let pump = tokio::spawn(run(local, client_ws, opts));
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let (mut tx, mut rx) = server_ws.split();
+        // The peer keeps reading (it sees our pings) while its writes wait for us.
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            tx.send(Message::Binary(Bytes::from(sent))).await.unwrap();
+            tx.close().await.unwrap();
+        });
+        // Virtual time: a hundred keepalive periods without reading.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(!pump.is_finished(), "{:?}", pump.await);
+        let mut got = Vec::new();
+        app.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "bytes differ");
+        writer.await.unwrap();
+        app.shutdown().await.unwrap();
+        pump.await.unwrap().unwrap();
+        reader.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pongs_are_seen_after_the_peer_ended_its_stream() {
+        let (client_ws, mut server_ws) = ws_pair(64 * 1024).await;
+        let (local, mut app) = duplex(64 * 1024);
+        let opts = Options {
+            keepalive: SHORT,
+            peer_half_close: true,
+            ..Options::default()
+        };
+        let pump = tokio::spawn(run(local, client_ws, opts));
+        server_ws.send(Message::Binary(Bytes::new())).await.unwrap();
+        // The peer reads on (answering our pings) while we upload for a long time.
+        let peer = tokio::spawn(async move {
+            let mut up = 0;
+            while let Some(Ok(m)) = server_ws.next().await {
+                if let Message::Binary(b) = m {
+                    up += b.len();
+                }
+            }
+            up
+        });
+        let mut got = Vec::new();
+        app.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty());
+        for _ in 0..40 {
+            app.write_all(b"tick").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        app.shutdown().await.unwrap();
+        let stats = pump.await.unwrap().unwrap();
+        assert_eq!(stats.up, 160);
+        assert_eq!(peer.await.unwrap(), 160);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! `cloudflared access tcp` so scripts port by renaming the binary.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -228,6 +229,49 @@ pub struct AccessArgs {
     /// Serve Prometheus metrics on this address (listener mode), e.g. 127.0.0.1:9090.
     #[arg(long, env = "TUNNEL_METRICS", value_name = "HOST:PORT")]
     pub metrics: Option<String>,
+    /// Ping the edge after this long without hearing from it (e.g. 54s, 500ms).
+    #[arg(
+        long,
+        env = "TUNNEL_KEEPALIVE_INTERVAL",
+        value_name = "DURATION",
+        default_value = "54s",
+        value_parser = positive_duration
+    )]
+    pub keepalive_interval: Duration,
+    /// Presume the edge dead (and reset the local socket) when nothing arrives this
+    /// long after a ping was due. Data the edge sent that the local app has not read
+    /// yet counts as hearing from it: a slow reader is not a dead edge.
+    #[arg(
+        long,
+        env = "TUNNEL_KEEPALIVE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = positive_duration
+    )]
+    pub keepalive_timeout: Duration,
+    /// After Ctrl-C, SIGTERM or SIGHUP, how long live connections may finish (listener
+    /// mode); those still open then are reset, never closed as if complete.
+    #[arg(
+        long,
+        env = "TUNNEL_GRACE_PERIOD",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = duration
+    )]
+    pub grace_period: Duration,
+}
+
+/// A duration such as `54s`, `500ms` or `2m`.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; use e.g. 10s, 500ms, 2m"))
+}
+
+/// A [`duration`] above zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err("must be more than zero, e.g. 54s".into()),
+        d => Ok(d),
+    }
 }
 
 /// Reaching the edge, and the login's token cache: shared by `tcp`, `ssh` and the
@@ -346,6 +390,16 @@ pub struct EdgeArgs {
     /// A tool instead of running the edge.
     #[command(subcommand)]
     pub tool: Option<EdgeTool>,
+    /// After Ctrl-C or SIGTERM, how long live streams may finish; those still open
+    /// then are reset (origin and client), never closed as if complete.
+    #[arg(
+        long,
+        env = "TUNNEL_GRACE_PERIOD",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = duration
+    )]
+    pub grace_period: Duration,
 }
 
 /// Tools that work on an edge's config.

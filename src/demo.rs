@@ -66,12 +66,13 @@ client_secret = "{secret}"
         secret: Secret::new(secret),
     };
     let local = listeners[0].local_addr().map_err(|e| io("listener", e))?;
-    crate::app::announce_shutdown(&shutdown);
+    crate::shutdown::announce(&shutdown, crate::shutdown::GRACE);
     let served = tokio::spawn(listen::serve(
         listeners,
         Arc::new(target),
         shutdown.clone(),
         GRACE,
+        crate::bridge::Keepalive::default(),
     ));
 
     println!("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback");

@@ -1,6 +1,12 @@
 //! The accept loop both `tunnel tcp` and `tunnel edge` use: never awaits a
 //! handshake (each socket is spawned first), caps live connections, backs off on
 //! accept errors such as EMFILE, stops on shutdown, and drains under a grace period.
+//!
+//! **A drain never lies.** Every socket whose stream has not ended cleanly is armed
+//! to reset on close ([`abort`], undone by [`orderly`] once the stream ended
+//! cleanly). So a stream still open when the grace period runs out is reset when
+//! the process exits (or its task is dropped), as is one whose dial failed or that
+//! was cut: no app takes a partial transfer for a complete one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,16 +76,18 @@ pub async fn run<H, F>(
     }
     shutdown.cancelled().await;
     tracker.close();
-    // The command says so once at info (app::announce_shutdown); a process may run
+    // The command says so once at info (shutdown::announce); a process may run
     // several accept loops (the demo runs two).
     debug!(
         "accept loop stopped; draining live connections for up to {} s",
         grace.as_secs()
     );
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        // Their sockets are armed (see the module docs): they are reset, not closed.
         warn!(
-            "{} connections still open after the grace period; closing them",
-            tracker.len()
+            "{} connections still open after the {} grace period; resetting them",
+            tracker.len(),
+            humantime::format_duration(grace)
         );
     }
 }
@@ -90,8 +98,16 @@ pub fn raise_fd_limit() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
-/// Make the next close of `socket` a reset (RST) instead of an orderly FIN: for a
-/// stream cut short, so the peer sees an error rather than a clean end.
-pub fn abort(socket: &tokio::net::TcpStream) {
-    let _ = socket2::SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO));
+/// Make the close of `socket` a reset (RST) instead of an orderly FIN, however it
+/// comes (dropped, or closed by the OS when the process exits): for a stream that
+/// has not ended cleanly, so the peer sees an error rather than a clean end.
+/// Call it as soon as the socket carries a stream; [`orderly`] undoes it.
+pub fn abort(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+}
+
+/// Undo [`abort`]: the stream ended cleanly (its EOF was sent), so closing the
+/// socket lets queued bytes drain and ends with a FIN.
+pub fn orderly(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(None);
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How long live connections may drain after a shutdown signal.
+/// How long live connections may drain after a shutdown signal by default
+/// (`--grace-period`); those still open then are reset.
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// A token cancelled on the first SIGINT or SIGTERM.
@@ -34,4 +35,39 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A token cancelled on SIGHUP: the terminal or the parent went away (OpenSSH sends
+/// it to its ProxyCommand when it exits). Calling this replaces SIGHUP's default
+/// action (exit) for the rest of the process, so only commands that handle a hangup
+/// call it: `tunnel ssh` in stdio mode (a clean end of input) and the listeners
+/// (the one shutdown path, as SIGTERM), not the edge. Never cancelled off Unix.
+pub fn on_hangup() -> CancellationToken {
+    let token = CancellationToken::new();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Registered before returning, so no hangup after this call is missed.
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let t = token.clone();
+            tokio::spawn(async move {
+                hup.recv().await;
+                t.cancel();
+            });
+        }
+    }
+    token
+}
+
+/// Log the shutdown line once, when `shutdown` fires, for a command that serves
+/// until then (each accept loop only notes it at debug).
+pub fn announce(shutdown: &CancellationToken, grace: Duration) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!(
+            "shutting down: no new connections; draining live ones for up to {}",
+            humantime::format_duration(grace)
+        );
+    });
 }

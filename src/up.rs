@@ -41,6 +41,9 @@ struct File {
     connect_to: Option<String>,
     ca_file: Option<PathBuf>,
     transfer_url: Option<String>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
+    grace_period: Option<String>,
     #[serde(default)]
     tunnels: Vec<TunnelFile>,
 }
@@ -59,6 +62,8 @@ struct TunnelFile {
     service_token_id_env: Option<String>,
     service_token_secret_env: Option<String>,
     service_token_file: Option<PathBuf>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +97,12 @@ pub struct Tunnel {
     pub transfer_url: Option<String>,
     /// Service token: where it came from (for the plan) and the id and secret.
     pub service_token: Option<(String, String, crate::secret::Secret)>,
+    /// Ping the edge after this long without hearing from it.
+    pub keepalive_interval: Duration,
+    /// Presume the edge dead this long after a ping was due.
+    pub keepalive_timeout: Duration,
+    /// How long live connections may finish when the tunnel stops.
+    pub grace_period: Duration,
 }
 
 impl Tunnel {
@@ -115,6 +126,9 @@ impl Tunnel {
             },
             login_now: false,
             metrics: None,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            grace_period: self.grace_period,
         }
     }
 
@@ -182,6 +196,31 @@ pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
             return Err(at("`listen` is empty; give one or more host:port".into()));
         }
         let service_token = service_token(&t, dir).map_err(at)?;
+        let keepalive_interval = duration(
+            "keepalive_interval",
+            t.keepalive_interval
+                .as_ref()
+                .or(file.keepalive_interval.as_ref()),
+            DEFAULT_KEEPALIVE_INTERVAL,
+            false,
+        )
+        .map_err(at)?;
+        let keepalive_timeout = duration(
+            "keepalive_timeout",
+            t.keepalive_timeout
+                .as_ref()
+                .or(file.keepalive_timeout.as_ref()),
+            DEFAULT_KEEPALIVE_TIMEOUT,
+            false,
+        )
+        .map_err(at)?;
+        let grace_period = duration(
+            "grace_period",
+            file.grace_period.as_ref(),
+            crate::shutdown::GRACE,
+            true,
+        )
+        .map_err(bad)?;
         let tunnel = Tunnel {
             name,
             hostname: t.hostname,
@@ -193,6 +232,9 @@ pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
             token_dir: rel(&file.token_dir),
             transfer_url: file.transfer_url.clone(),
             service_token,
+            keepalive_interval,
+            keepalive_timeout,
+            grace_period,
         };
         crate::app::target_from(&tunnel.args()).map_err(|e| at(e.to_string()))?;
         tunnels.push(tunnel);
@@ -222,6 +264,27 @@ pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
         }
     }
     Ok(tunnels)
+}
+
+/// The keepalive `tcp` uses unless told otherwise (below every known middlebox idle
+/// cutoff; Cloudflare's is about 270 s).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(54);
+/// How long after a due ping the edge is presumed dead, unless told otherwise.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A duration key (`"54s"`, `"500ms"`), `default` when absent.
+fn duration(
+    key: &str,
+    v: Option<&String>,
+    default: Duration,
+    zero_ok: bool,
+) -> Result<Duration, String> {
+    let Some(v) = v else { return Ok(default) };
+    match humantime::parse_duration(v) {
+        Ok(d) if d.is_zero() && !zero_ok => Err(format!("{key} = {v:?} must be more than zero")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{key} = {v:?}: {e}; use e.g. 54s, 500ms, 2m")),
+    }
 }
 
 type ServiceToken = Option<(String, String, crate::secret::Secret)>;
@@ -289,14 +352,12 @@ pub async fn run(
     path: &Path,
     shutdown: CancellationToken,
     reload: (mpsc::Sender<()>, mpsc::Receiver<()>),
-    grace: Duration,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<(), Error> {
     let (tx, mut rx) = reload;
     let shared = Shared {
         locks: Arc::new(OrgLocks::default()),
         metrics,
-        grace,
         registry: crate::status::Registry::new(),
     };
     tokio::spawn(crate::status::serve(
@@ -305,7 +366,12 @@ pub async fn run(
     ));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     crate::serve::raise_fd_limit();
-    for t in load(path)? {
+    let tunnels = load(path)?;
+    let grace = tunnels
+        .first()
+        .map_or(crate::shutdown::GRACE, |t| t.grace_period);
+    crate::shutdown::announce(&shutdown, grace);
+    for t in tunnels {
         let r = start(t, &shared, &shutdown).await?;
         running.insert(r.tunnel.name.clone(), r);
     }
@@ -410,7 +476,6 @@ async fn apply(
 struct Shared {
     locks: Arc<OrgLocks>,
     metrics: Option<Arc<Metrics>>,
-    grace: Duration,
     registry: Arc<crate::status::Registry>,
 }
 
@@ -457,7 +522,18 @@ async fn start(
         creds,
     );
     let stop = shutdown.child_token();
-    let task = tokio::spawn(listen::serve(listeners, target, stop.clone(), shared.grace));
+    let keepalive = crate::bridge::Keepalive {
+        interval: tunnel.keepalive_interval,
+        timeout: tunnel.keepalive_timeout,
+    };
+    let grace = tunnel.grace_period;
+    let task = tokio::spawn(listen::serve(
+        listeners,
+        target,
+        stop.clone(),
+        grace,
+        keepalive,
+    ));
     info!("tunnel {}", tunnel.plan_line());
     Ok(Running { tunnel, stop, task })
 }

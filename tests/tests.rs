@@ -15,6 +15,7 @@ mod handshake;
 mod login;
 mod metrics;
 mod postgres;
+mod resilience;
 mod security;
 mod ssh;
 mod status;

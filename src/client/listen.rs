@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Target;
+use crate::bridge::Keepalive;
 
 /// A `--url` that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -112,36 +113,46 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>, ListenError> {
 }
 
 /// Serve every listener until `shutdown`, then stop accepting and let live
-/// connections drain for at most `grace`.
+/// connections drain for at most `grace` (those still open then are reset).
 pub async fn serve(
     listeners: Vec<TcpListener>,
     target: Arc<Target>,
     shutdown: CancellationToken,
     grace: Duration,
+    keepalive: Keepalive,
 ) {
     for listener in &listeners {
         if let Ok(addr) = listener.local_addr() {
             info!("listening on {addr} for {}", target.url());
         }
     }
+    // One shared value, so a connection's task holds a pointer, not copies.
+    let shared = Arc::new(Shared { target, keepalive });
     crate::serve::run(listeners, shutdown, grace, move |socket, peer, _| {
-        let target = target.clone();
-        async move { handle(socket, peer, &target).await }
+        let shared = shared.clone();
+        async move { handle(socket, peer, &shared).await }
     })
     .await;
 }
 
-async fn handle(mut socket: TcpStream, peer: SocketAddr, target: &Target) {
+/// What every connection of one listener uses.
+struct Shared {
+    target: Arc<Target>,
+    keepalive: Keepalive,
+}
+
+async fn handle(mut socket: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = socket.set_nodelay(true);
-    match super::serve_stream_from(&mut socket, target, Some(peer)).await {
-        Ok(stats) => debug!(%peer, up = stats.up, down = stats.down, "connection closed"),
-        Err(e) => {
-            if matches!(e, super::ConnError::Bridge { .. }) {
-                // Cut mid-stream: reset, so the app cannot take what it got for a
-                // complete reply.
-                crate::serve::abort(&socket);
-            }
-            warn!(%peer, "connection failed: {e}")
+    // Until the stream ends cleanly, closing this socket resets it: a failed dial
+    // (an app that waits for the server to speak must not see an orderly empty
+    // close), a cut, or a drain whose grace period runs out.
+    crate::serve::abort(&socket);
+    match super::serve_stream_from(&mut socket, &shared.target, &shared.keepalive, Some(peer)).await
+    {
+        Ok(stats) => {
+            crate::serve::orderly(&socket);
+            debug!(%peer, up = stats.up, down = stats.down, "connection closed")
         }
+        Err(e) => warn!(%peer, "connection failed: {e}; local socket reset"),
     }
 }

@@ -46,12 +46,17 @@ impl ConnError {
     }
 }
 
-/// Dial the edge for `target` and bridge `local` through it until both sides end.
-pub async fn serve_stream<L>(local: L, target: &Target) -> Result<Stats, ConnError>
+/// Dial the edge for `target` and bridge `local` through it until both sides end,
+/// checking the edge's liveness with `keepalive`.
+pub async fn serve_stream<L>(
+    local: L,
+    target: &Target,
+    keepalive: &bridge::Keepalive,
+) -> Result<Stats, ConnError>
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
-    serve_stream_from(local, target, None).await
+    serve_stream_from(local, target, keepalive, None).await
 }
 
 /// [`serve_stream`] for a connection from `peer`, listed for `tunnel status` while it
@@ -59,6 +64,7 @@ where
 pub async fn serve_stream_from<L>(
     local: L,
     target: &Target,
+    keepalive: &bridge::Keepalive,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<Stats, ConnError>
 where
@@ -67,13 +73,17 @@ where
     match &target.status {
         Some(tap) => {
             let live = tap.registry.open(&tap.name, peer);
-            bridged(live.count(local), target).await
+            bridged(live.count(local), target, keepalive).await
         }
-        None => bridged(local, target).await,
+        None => bridged(local, target, keepalive).await,
     }
 }
 
-async fn bridged<L>(local: L, target: &Target) -> Result<Stats, ConnError>
+async fn bridged<L>(
+    local: L,
+    target: &Target,
+    keepalive: &bridge::Keepalive,
+) -> Result<Stats, ConnError>
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
@@ -102,6 +112,7 @@ where
     }
     let opts = bridge::Options {
         peer_half_close: conn.peer_half_close,
+        keepalive: *keepalive,
         ..Default::default()
     };
     let result = bridge::run(local, conn.ws, opts).await;

@@ -240,6 +240,9 @@ async fn route(
         m.streams_total.with_label_values(&[&app_label]).inc();
         m.streams_open.with_label_values(&[&app_label]).inc();
     }
+    // Reset on close until the stream ends cleanly: the origin must not take a cut
+    // stream (or one the grace period ran out on) for a complete one.
+    crate::serve::abort(&origin);
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
     let tls = edge.tls.is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -289,14 +292,13 @@ async fn route(
         match result {
             // The client's names: up is client -> origin (what the edge received).
             Ok(s) => {
+                crate::serve::orderly(&origin);
                 activity.closed(s.down, s.up);
                 debug!(%peer, ray, up = s.down, down = s.up, "stream closed")
             }
             Err(e) => {
                 activity.failed(0, 0);
-                // The origin must not take a cut stream for a complete one.
-                crate::serve::abort(&origin);
-                warn!(%peer, ray, "stream failed: {e}")
+                warn!(%peer, ray, "stream failed: {e}; origin socket reset")
             }
         }
     });

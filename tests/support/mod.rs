@@ -82,23 +82,28 @@ impl Edge {
     /// Like [`Edge::start`], also serving Prometheus metrics (`--metrics
     /// 127.0.0.1:0`; the address is in its `metrics on` log line).
     pub fn start_with_metrics(body: &str) -> Edge {
-        Self::start_args(tempdir(), body, "", &["--metrics", "127.0.0.1:0"])
+        Self::start_args(body, &["--metrics", "127.0.0.1:0"])
+    }
+
+    /// Like [`Edge::start`], with extra command-line flags (e.g. `--grace-period`).
+    pub fn start_args(body: &str, args: &[&str]) -> Edge {
+        Self::start_full(tempdir(), body, "", args)
     }
 
     fn start_in(dir: tempfile::TempDir, body: &str, top: &str) -> Edge {
-        Self::start_args(dir, body, top, &[])
+        Self::start_full(dir, body, top, &[])
     }
 
-    fn start_args(dir: tempfile::TempDir, body: &str, top: &str, extra: &[&str]) -> Edge {
+    fn start_full(dir: tempfile::TempDir, body: &str, top: &str, args: &[&str]) -> Edge {
         let config = dir.path().join("edge.toml");
         let text = format!(
             "listen = \"127.0.0.1:0\"\nauth_domain = \"auth.example.test\"\nsigning_key = \"signing-key.pem\"\n{top}\n{body}\n"
         )
         .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config, text).unwrap();
-        let mut args = vec!["edge", "--config", config.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let mut proc = Proc::spawn(bin(), &args, &[]);
+        let mut argv = vec!["edge", "--config", config.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut proc = Proc::spawn(bin(), argv, &[]);
         let addr = proc.wait_listening();
         Edge {
             dir,

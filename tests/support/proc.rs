@@ -133,10 +133,17 @@ impl Proc {
 
     /// Send SIGTERM (as a service manager would).
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
+        self.signal("TERM");
+    }
+
+    /// Send the signal named `name` (`HUP`, `STOP`, ...) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
-            .status();
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 }
 
