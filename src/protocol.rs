@@ -42,6 +42,14 @@ pub const REFUSAL: &str = "Tunnel-Refusal";
 /// The `User-Agent` our client sends.
 pub const USER_AGENT: &str = concat!("tunnel/", env!("CARGO_PKG_VERSION"));
 
+/// Fill `buf` with random bytes from the system's generator (aws-lc-rs, the
+/// project's one crypto provider).
+pub fn random_fill(buf: &mut [u8]) {
+    // The system generator fails only when the OS has no entropy source at all;
+    // nothing sensible can go on without one.
+    aws_lc_rs::rand::fill(buf).expect("the system random generator works");
+}
+
 /// True when a `Location` value points at an Access login page.
 pub fn is_login_redirect(location: &str) -> bool {
     let path = match location.find("://") {

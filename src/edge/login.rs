@@ -26,9 +26,8 @@ type Body = Full<Bytes>;
 
 /// Hash a password for `[[users]] password_hash` (argon2id, PHC string).
 pub fn hash_password(password: &str) -> Result<String, String> {
-    use rsa::rand_core::RngCore;
     let mut salt = [0u8; 16];
-    rsa::rand_core::OsRng.fill_bytes(&mut salt);
+    crate::protocol::random_fill(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -249,9 +248,8 @@ fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> 
 
 /// 128 random bits as hex.
 pub fn random_hex() -> String {
-    use rsa::rand_core::RngCore;
     let mut b = [0u8; 16];
-    rsa::rand_core::OsRng.fill_bytes(&mut b);
+    crate::protocol::random_fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

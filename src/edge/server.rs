@@ -308,8 +308,9 @@ fn refusal(status: StatusCode, reason: &str, ray: &str) -> Response<Body> {
 /// A short random request id, returned as `cf-ray` and logged, to match a client's
 /// error with the edge's log line.
 fn ray_id() -> String {
-    use rsa::rand_core::RngCore;
-    format!("{:016x}-EDGE", rsa::rand_core::OsRng.next_u64())
+    let mut b = [0u8; 8];
+    crate::protocol::random_fill(&mut b);
+    format!("{:016x}-EDGE", u64::from_be_bytes(b))
 }
 
 #[cfg(test)]
