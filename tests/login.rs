@@ -485,8 +485,9 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
     assert_eq!(cookie, field, "double-submit cookie and field");
     assert!(page.to_ascii_lowercase().contains("samesite=strict"));
 
-    let form =
-        |csrf: &str, pw: &str| format!("email=alice%40example.test&password={pw}&csrf={csrf}");
+    let form = |csrf: &str, pw: &str| {
+        format!("email=alice%40example.test&password={pw}&csrf={csrf}&confirm=on")
+    };
     let ctype = ("Content-Type", "application/x-www-form-urlencoded");
     // No cookie (a cross-site post): refused.
     let (status, _) = http(

@@ -7,6 +7,7 @@ mod bad_input;
 mod browser_login;
 mod commands;
 mod data_path;
+mod edge_security;
 mod fuzz_seeds;
 mod handshake;
 mod login;

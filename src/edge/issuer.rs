@@ -263,6 +263,20 @@ impl Issuer {
 
     /// Verify a token of `kind` for `aud` (see [`Issuer::verify`]).
     pub fn verify_kind(&self, token: &str, aud: &str, kind: &str) -> Result<Claims, VerifyError> {
+        let claims: Claims = self.verify_as(token, aud)?;
+        if claims.kind != kind {
+            return Err(VerifyError::Kind);
+        }
+        Ok(claims)
+    }
+
+    /// Verify signature, `alg`, `kid`, `iss`, `aud` and times of a token, and
+    /// decode its claims as `T` (the caller checks the kind).
+    pub fn verify_as<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        aud: &str,
+    ) -> Result<T, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         if header.alg != Algorithm::RS256 || header.kid.as_deref().is_some_and(|k| k != self.kid) {
             return Err(VerifyError::Malformed);
@@ -274,7 +288,7 @@ impl Issuer {
         v.set_issuer(&[&self.iss]);
         v.set_required_spec_claims(&["exp", "aud", "iss"]);
         use jsonwebtoken::errors::ErrorKind as K;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+        jsonwebtoken::decode::<T>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 K::InvalidSignature => VerifyError::Signature,
@@ -283,11 +297,7 @@ impl Issuer {
                 K::InvalidAudience => VerifyError::Audience,
                 K::InvalidIssuer => VerifyError::Issuer,
                 _ => VerifyError::Malformed,
-            })?;
-        if claims.kind != kind {
-            return Err(VerifyError::Kind);
-        }
-        Ok(claims)
+            })
     }
 }
 

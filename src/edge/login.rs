@@ -2,7 +2,17 @@
 //! form (no JavaScript), CSRF-safe by a double-submit cookie (`SameSite=Strict`),
 //! every echoed value escaped. A good password for a user the app allows seals
 //! `{"app_token","org_token"}` for the client's key and holds it for pickup.
+//!
+//! Against phishing, the page shows what asks: the app, the address and time of
+//! the terminal polling for this login, and the code it printed
+//! ([`crate::protocol::login_code`]); the user must tick that the code matches.
+//! Against guessing, attempts are limited per address and per account
+//! ([`super::limits`]); against floods, password checks run on the blocking pool,
+//! a few at a time ([`PasswordChecks`]).
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -21,6 +31,8 @@ pub const MAX_FORM: usize = 16 * 1024;
 pub const ORG_SESSION: Duration = Duration::from_secs(24 * 3600);
 /// Name of the CSRF cookie.
 pub const CSRF_COOKIE: &str = "tunnel_csrf";
+/// Most password checks waiting for their turn; beyond, `503` at once.
+pub const MAX_QUEUED: usize = 256;
 
 type Body = Full<Bytes>;
 
@@ -35,8 +47,63 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Password checks (argon2, tens of milliseconds of CPU and 19 MiB each) off the
+/// async workers: on the blocking pool, at most `concurrent` at once, the rest
+/// queued (at most [`MAX_QUEUED`]). So a login flood waits for its turn while
+/// WebSocket handshakes keep flowing.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    slots: Arc<tokio::sync::Semaphore>,
+    queued: AtomicUsize,
+}
+
+/// Too many password checks waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many logins in progress; try again in a moment")]
+pub struct Busy;
+
+impl PasswordChecks {
+    /// At most `concurrent` checks at once.
+    pub fn new(concurrent: u32) -> Self {
+        PasswordChecks {
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1) as usize)),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of the user in `users` with this email and password, checked
+    /// like [`check_password`] but on the blocking pool, in turn.
+    pub async fn check(
+        &self,
+        users: &[User],
+        email: &str,
+        password: String,
+    ) -> Result<Option<usize>, Busy> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy);
+        }
+        let permit = self.slots.clone().acquire_owned().await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let Ok(permit) = permit else {
+            return Err(Busy);
+        };
+        let users = users.to_vec();
+        let email = email.to_string();
+        let found = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            check_password(&users, &email, &password)
+                .and_then(|u| users.iter().position(|x| x.email == u.email))
+        })
+        .await
+        .map_err(|_| Busy)?;
+        Ok(found)
+    }
+}
+
 /// The user with this email and password. Unknown users cost the same time as
 /// known ones (a dummy hash is checked), so timing does not reveal who exists.
+/// Slow on purpose: call it through [`PasswordChecks`] on a server.
 pub fn check_password<'a>(users: &'a [User], email: &str, password: &str) -> Option<&'a User> {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let email = email.trim().to_ascii_lowercase();
@@ -71,8 +138,12 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Serve `GET` (the form) or `POST` (the login) of the CLI login page.
-pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) -> Response<Body> {
+/// Serve `GET` (the form) or `POST` (the login) of the CLI login page to `peer`.
+pub async fn cli_page(
+    edge: &Edge,
+    req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_string();
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
@@ -102,8 +173,14 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
         );
     };
     let secure = edge.tls.is_some();
+    let asking = Asking {
+        app: &app.hostname,
+        code: crate::protocol::login_code(&id),
+        poll: edge.handoffs.first_poll(&id),
+    };
+    let form = |error: Option<&str>, status| form(&query, &asking, error, status, secure);
     if req.method() != http::Method::POST {
-        return form(&query, &app.hostname, None, StatusCode::OK, secure);
+        return form(None, StatusCode::OK);
     }
     if !same_origin(req.headers()) {
         return page(
@@ -138,22 +215,53 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
         .is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(field("csrf").as_bytes())));
     if !csrf_ok {
         return form(
-            &query,
-            &app.hostname,
             Some("Your session expired; please try again."),
             StatusCode::FORBIDDEN,
-            secure,
         );
     }
-    let Some(user) = check_password(&edge.config.users, field("email"), field("password")) else {
-        tracing::info!(app = %app.hostname, "login refused: bad email or password");
+    if field("confirm") != "on" {
         return form(
-            &query,
-            &app.hostname,
-            Some("Wrong email or password."),
-            StatusCode::UNAUTHORIZED,
-            secure,
+            Some("Check that the code matches the one in your terminal, then tick the box."),
+            StatusCode::BAD_REQUEST,
         );
+    }
+    let account = super::limits::account_key(field("email"));
+    if let Err((why, wait)) = edge.limits.check(peer.ip(), &account) {
+        tracing::info!(%peer, app = %app.hostname, account, retry_after = wait.as_secs(), "login refused: {why}");
+        let mut r = form(
+            Some(&format!(
+                "Too many login attempts. Try again in {} seconds.",
+                wait.as_secs()
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(wait.as_secs()));
+        return r;
+    }
+    let users = &edge.config.users;
+    let checked = edge
+        .passwords
+        .check(users, field("email"), field("password").to_string())
+        .await;
+    let user = match checked {
+        Ok(Some(i)) => &users[i],
+        Ok(None) => {
+            tracing::info!(%peer, app = %app.hostname, account, "login refused: bad email or password");
+            return form(Some("Wrong email or password."), StatusCode::UNAUTHORIZED);
+        }
+        Err(Busy) => {
+            tracing::warn!(%peer, app = %app.hostname, "login refused: too many password checks queued");
+            let mut r = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "<p id=\"error\">Too many logins in progress; try again in a moment.</p>",
+                None,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(1u64));
+            return r;
+        }
     };
     if !app.allow_emails.contains(&user.email) {
         tracing::info!(app = %app.hostname, email = %user.email, "login refused by policy");
@@ -196,9 +304,19 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
     page(StatusCode::OK, "Logged in", &msg, None)
 }
 
+/// What is asking for a login, as the page shows it.
+struct Asking<'a> {
+    /// The app's hostname pattern.
+    app: &'a str,
+    /// The code the CLI printed.
+    code: String,
+    /// The terminal polling for this login, once it has.
+    poll: Option<super::handoff::FirstPoll>,
+}
+
 fn form(
     query: &str,
-    app: &str,
+    asking: &Asking<'_>,
     error: Option<&str>,
     status: StatusCode,
     secure: bool,
@@ -207,15 +325,29 @@ fn form(
     let error = error
         .map(|e| format!("<p id=\"error\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let requester = match asking.poll {
+        Some(p) => format!(
+            "A terminal at <b id=\"requester\">{}</b> started this login at <b id=\"requested-at\">{}</b>.",
+            escape(&show_addr(p.addr)),
+            humantime::format_rfc3339_seconds(p.at)
+        ),
+        None => "<span id=\"requester\">No terminal has picked up this login yet.</span>".into(),
+    };
     let body = format!(
-        r#"<p>Log in to <b>{app}</b>.</p>{error}
+        r#"<p>Log in to <b id="app">{app}</b>.</p>
+<p>{requester} It shows the code <b id="code">{code}</b>.</p>
+<p>Only go on if you started this login yourself and your terminal shows the same
+code. If someone sent you this link, close this page: logging in would give them
+your access.</p>{error}
 <form method="post" action="{action}">
 <input type="hidden" name="csrf" value="{csrf}">
+<p><label><input id="confirm" name="confirm" type="checkbox" required> My terminal shows the code {code}</label></p>
 <p><label>Email <input id="email" name="email" type="email" autocomplete="username" required></label></p>
 <p><label>Password <input id="password" name="password" type="password" autocomplete="current-password" required></label></p>
 <p><button id="login" type="submit">Log in</button></p>
 </form>"#,
-        app = escape(app),
+        app = escape(asking.app),
+        code = escape(&asking.code),
         action = escape(&format!("{}?{query}", crate::protocol::CLI_PATH)),
     );
     let cookie = format!(
@@ -244,6 +376,16 @@ fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> 
         b = b.header(header::SET_COOKIE, c);
     }
     b.body(Body::from(html)).unwrap_or_default()
+}
+
+/// An address as people read it (an IPv4-mapped IPv6 address as IPv4).
+fn show_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
 }
 
 /// 128 random bits as hex.

@@ -5,7 +5,7 @@
 //! [`config`] parses `edge.toml`, [`issuer`] holds the signing key, [`policy`]
 //! decides, [`server`] speaks HTTP; [`login`] is the CLI login page, [`handoff`]
 //! holds sealed logins for pickup, [`exchange`] serves discovery metadata and the
-//! org-token exchange. [`Edge::load`] prepares everything that can fail
+//! org-token exchange, [`limits`] bounds login attempts. [`Edge::load`] prepares everything that can fail
 //! before anything is bound; [`serve`] takes an already-bound listener (tests bind
 //! port 0 and read back the address).
 
@@ -13,6 +13,7 @@ pub mod config;
 pub mod exchange;
 pub mod handoff;
 pub mod issuer;
+pub mod limits;
 pub mod login;
 pub mod policy;
 pub mod server;
@@ -66,6 +67,14 @@ pub struct Edge {
     pub tls: Option<TlsAcceptor>,
     /// Sealed login hand-offs waiting for pickup.
     pub handoffs: handoff::Handoffs,
+    /// Login attempt limits.
+    pub limits: limits::Limits,
+    /// Password checks, off the async workers.
+    pub passwords: login::PasswordChecks,
+    /// Signed metadata by host, reused for a while.
+    pub metadata: exchange::MetadataCache,
+    /// Exchange codes already redeemed.
+    pub redeemed: exchange::Redeemed,
 }
 
 impl Edge {
@@ -77,10 +86,14 @@ impl Edge {
             None => None,
         };
         Ok(Edge {
+            limits: limits::Limits::new(&config.login_limits),
+            passwords: login::PasswordChecks::new(config.login_limits.concurrent_hashes),
             config,
             issuer,
             tls,
             handoffs: handoff::Handoffs::default(),
+            metadata: exchange::MetadataCache::default(),
+            redeemed: exchange::Redeemed::default(),
         })
     }
 
