@@ -90,8 +90,11 @@ pub fn section(bin: &Path, flood: usize, handshakes: usize) -> Value {
     })
 }
 
-/// Config lines raising the login limits out of the flood's reach.
-const LIMITS_OFF: &str = "";
+/// Config lines raising the login limits out of the flood's reach (an edge
+/// from before `[login_limits]` existed refuses the table: measure those with the
+/// lines removed).
+const LIMITS_OFF: &str = "[login_limits]\naddress_attempts = 1000000\naddress_window = \"10ms\"\n\
+                          account_attempts = 1000000\naccount_window = \"10ms\"\n";
 
 /// Print the section.
 pub fn print(v: &Value) {
