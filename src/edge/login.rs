@@ -79,12 +79,19 @@ impl PasswordChecks {
         email: &str,
         password: String,
     ) -> Result<Option<usize>, Busy> {
+        /// Leaves the queue when dropped, also when the request is abandoned.
+        struct InQueue<'a>(&'a AtomicUsize);
+        impl Drop for InQueue<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let in_queue = InQueue(&self.queued);
         if self.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Busy);
         }
         let permit = self.slots.clone().acquire_owned().await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        drop(in_queue);
         let Ok(permit) = permit else {
             return Err(Busy);
         };
@@ -426,6 +433,35 @@ mod tests {
         assert!(check_password(&users, "A@b.test", "pw").is_some());
         assert!(check_password(&users, "a@b.test", "nope").is_none());
         assert!(check_password(&users, "x@b.test", "pw").is_none());
+    }
+
+    #[tokio::test]
+    async fn abandoned_checks_leave_the_queue() {
+        let h = hash_password("pw").unwrap();
+        let users = vec![User {
+            email: "a@b.test".into(),
+            password_hash: Secret::new(h),
+        }];
+        let checks = PasswordChecks::new(1);
+        let held = checks.slots.clone().acquire_owned().await.unwrap();
+        // Requests that give up while waiting for their turn.
+        for _ in 0..MAX_QUEUED + 10 {
+            let wait = checks.check(&users, "a@b.test", "pw".into());
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(1), wait)
+                    .await
+                    .is_err()
+            );
+        }
+        drop(held);
+        assert_eq!(
+            checks.check(&users, "a@b.test", "pw".into()).await,
+            Ok(Some(0))
+        );
+        assert_eq!(
+            checks.check(&users, "a@b.test", "no".into()).await,
+            Ok(None)
+        );
     }
 
     #[test]
