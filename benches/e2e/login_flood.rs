@@ -49,7 +49,7 @@ pub fn section(bin: &Path, flood: usize, handshakes: usize) -> Value {
     cmd.arg("edge")
         .arg("--config")
         .arg(&config)
-        .args(["--log-level", "warn"])
+        .args(["--log-level", "info"])
         .stdin(Stdio::null());
     let (edge, addr) = setup::spawn_cmd(cmd).unwrap();
     // Warm up.
