@@ -71,6 +71,8 @@ pub struct Edge {
     pub limits: limits::Limits,
     /// Password checks, off the async workers.
     pub passwords: login::PasswordChecks,
+    /// The `[[users]]`, shared with the password-check threads.
+    pub users: Arc<[config::User]>,
     /// Signed metadata by host, reused for a while.
     pub metadata: exchange::MetadataCache,
     /// Exchange codes already redeemed.
@@ -88,6 +90,7 @@ impl Edge {
         Ok(Edge {
             limits: limits::Limits::new(&config.login_limits),
             passwords: login::PasswordChecks::new(config.login_limits.concurrent_hashes),
+            users: config.users.clone().into(),
             config,
             issuer,
             tls,
