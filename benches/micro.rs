@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the data path, in process and without sockets: masking,
-//! frame headers, and a client pump bridged to an edge pump over in-memory pipes.
+//! frame headers, and a client pump bridged to an edge pump over in-memory pipes;
+//! plus the edge's RS256 signing and verification (`cargo bench --bench micro -- rs256`).
 //!
 //! `cargo bench --bench micro` measures; `cargo test --benches` runs each once
 //! (with a smaller transfer, as unoptimised code is slow).
@@ -108,9 +109,33 @@ async fn one_way(total: usize) {
     assert_eq!(e.expect("edge pump").down, total as u64);
 }
 
+/// The edge's RS256 JWT signing and verification (RSA-2048), as every login,
+/// metadata answer and handshake with a token pays them.
+fn rs256(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer =
+        tunnel::edge::Issuer::load_or_create(&dir.path().join("k.pem"), "auth.bench.test").unwrap();
+    let ttl = std::time::Duration::from_secs(3600);
+    let token = issuer.mint("aud", "alice@bench.test", ttl);
+    let mut group = c.benchmark_group("rs256");
+    group.bench_function("sign", |b| {
+        b.iter(|| issuer.mint(black_box("aud"), "alice@bench.test", ttl))
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| issuer.verify(black_box(&token), "aud").unwrap())
+    });
+    group.finish();
+}
+
 // The macro's `pub fn benches` has no doc comment of its own.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::mask, super::header, super::pumps);
+    criterion::criterion_group!(
+        benches,
+        super::mask,
+        super::header,
+        super::pumps,
+        super::rs256
+    );
 }
 criterion_main!(group::benches);

@@ -129,8 +129,7 @@ async fn echo(listener: TcpListener) {
 }
 
 fn random_hex() -> String {
-    use rsa::rand_core::RngCore;
     let mut b = [0u8; 16];
-    rsa::rand_core::OsRng.fill_bytes(&mut b);
+    crate::protocol::random_fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

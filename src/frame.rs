@@ -264,8 +264,7 @@ impl MaskKeys {
     /// The next key.
     pub fn next_key(&mut self) -> [u8; 4] {
         if self.used == self.pool.len() {
-            use rsa::rand_core::RngCore;
-            rsa::rand_core::OsRng.fill_bytes(&mut self.pool);
+            crate::protocol::random_fill(&mut self.pool);
             self.used = 0;
         }
         let key = self.pool[self.used..self.used + 4]

@@ -72,6 +72,39 @@ pub fn now_secs() -> u64 {
 /// The `User-Agent` our client sends.
 pub const USER_AGENT: &str = concat!("tunnel/", env!("CARGO_PKG_VERSION"));
 
+/// Fill `buf` with random bytes from the system's generator (aws-lc-rs, the
+/// project's one crypto provider).
+pub fn random_fill(buf: &mut [u8]) {
+    // The system generator fails only when the OS has no entropy source at all;
+    // nothing sensible can go on without one.
+    aws_lc_rs::rand::fill(buf).expect("the system random generator works");
+}
+
+/// Symbols of a [`login_code`]: digits and capitals without 0, 1, I and O, so the
+/// code reads back unambiguously. 32 symbols, 5 bits each.
+pub const LOGIN_CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+/// The short code a login page shows and the CLI that started the login prints
+/// next to its URL (`XXXX-XXXX`), so the user can see that the page answers their
+/// own terminal and not a link someone else sent them. Derived from the transfer
+/// id (the CLI's public key) with SHA-256: 40 bits, 8 symbols of 5 bits.
+pub fn login_code(transfer_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("tunnel-login-code:{}", transfer_id.trim()).as_bytes());
+    let bits = digest[..5]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let mut code = String::with_capacity(9);
+    for i in 0..8 {
+        if i == 4 {
+            code.push('-');
+        }
+        let symbol = (bits >> (35 - 5 * i)) & 31;
+        code.push(char::from(LOGIN_CODE_ALPHABET[symbol as usize]));
+    }
+    code
+}
+
 /// True when a `Location` value points at an Access login page.
 pub fn is_login_redirect(location: &str) -> bool {
     let path = match location.find("://") {
@@ -87,6 +120,23 @@ pub fn is_login_redirect(location: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_codes_are_short_stable_and_unambiguous() {
+        let a = login_code("q2Tz0eJ8dW3kN0eHb7lVfQ2mJm0nY7Yb5dC7XoB0f1M");
+        assert_eq!(a, login_code("q2Tz0eJ8dW3kN0eHb7lVfQ2mJm0nY7Yb5dC7XoB0f1M"));
+        assert_eq!(a.len(), 9);
+        assert_eq!(a.as_bytes()[4], b'-');
+        assert!(
+            a.chars()
+                .filter(|c| *c != '-')
+                .all(|c| LOGIN_CODE_ALPHABET.contains(&(c as u8)))
+        );
+        assert_ne!(a, login_code("another id"));
+        for c in "0O1I".bytes() {
+            assert!(!LOGIN_CODE_ALPHABET.contains(&c));
+        }
+    }
 
     #[test]
     fn login_redirects_are_recognised_by_path_only() {

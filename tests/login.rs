@@ -495,8 +495,9 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
     assert_eq!(cookie, field, "double-submit cookie and field");
     assert!(page.to_ascii_lowercase().contains("samesite=strict"));
 
-    let form =
-        |csrf: &str, pw: &str| format!("email=alice%40example.test&password={pw}&csrf={csrf}");
+    let form = |csrf: &str, pw: &str| {
+        format!("email=alice%40example.test&password={pw}&csrf={csrf}&confirm=on")
+    };
     let ctype = ("Content-Type", "application/x-www-form-urlencoded");
     // No cookie (a cross-site post): refused.
     let (status, _) = http(
@@ -533,7 +534,8 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
         .proc
         .wait_for("login refused: wrong password", crate::support::READY);
     assert!(line.contains("alice@example.test"), "{line}");
-    let stranger = "email=mallory%40example.test&password=hunter2-typo&csrf=".to_string() + &field;
+    let stranger =
+        "email=mallory%40example.test&password=hunter2-typo&confirm=on&csrf=".to_string() + &field;
     let (status, _) = http(&w.edge, "POST", &q(""), &[ctype, ("Cookie", &c)], &stranger);
     assert_eq!(status, 401);
     w.edge

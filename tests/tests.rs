@@ -9,6 +9,7 @@ mod commands;
 mod data_path;
 mod doctor;
 mod edge_logs;
+mod edge_security;
 mod examples;
 mod fuzz_seeds;
 mod handshake;

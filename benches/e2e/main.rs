@@ -12,11 +12,14 @@
 //! `BENCH_WAN_LINK=tun` (WAN over the userspace TUN link even where netem works),
 //! `BENCH_WAN_NETEM=off` (WAN over the bare veth), `BENCH_WAN_CC` (TCP congestion
 //! control on the WAN link, e.g. `cubic`; default the system's), `BENCH_WAN=off` (no WAN),
-//! `BENCH_ONLY=wan` (only the WAN section, written to `target/bench/wan.json`).
+//! `BENCH_ONLY=wan` (only the WAN section, written to `target/bench/wan.json`),
+//! `BENCH_ONLY=login_flood` (only handshake latency idle and under a flood of
+//! `BENCH_FLOOD` concurrent bogus logins, 40, written to `target/bench/login_flood.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to
 //! prove the harness works, and writes `target/bench/smoke.json`.
 
+mod login_flood;
 mod measure;
 mod peers;
 mod setup;
@@ -175,6 +178,16 @@ fn main() {
         )
         .unwrap();
         println!("\nwrote {}", dir.join("wan.json").display());
+        return;
+    }
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "login_flood") {
+        let flood = env("BENCH_FLOOD", 40) as usize;
+        let v = login_flood::section(bin, flood, env("BENCH_HANDSHAKES", 200) as usize);
+        login_flood::print(&v);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("login_flood.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        println!("\nwrote {}", file.display());
         return;
     }
     let origin = setup::origin();

@@ -240,7 +240,7 @@ pub fn idle_check(held: &mut [TcpStream]) -> usize {
 }
 
 /// p50, p99 and p99.9 of `v` (sorted in place).
-fn percentiles(v: &mut [f64]) -> Percentiles {
+pub fn percentiles(v: &mut [f64]) -> Percentiles {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     Percentiles {

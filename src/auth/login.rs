@@ -450,8 +450,9 @@ impl Authenticator {
         );
         lock.publish_url(&url);
         eprintln!(
-            "Log in to {} in your browser:\n\n    {url}\n",
-            self.cfg.host
+            "Log in to {} in your browser:\n\n    {url}\n\nThe page must show the code {}; log in only if it does.\n",
+            self.cfg.host,
+            protocol::login_code(&id)
         );
         if !browser::open(&url) {
             eprintln!(

@@ -39,6 +39,19 @@ struct RawConfig {
     users: Vec<RawUser>,
     transfer_url: Option<String>,
     stats_interval: Option<String>,
+    #[serde(default)]
+    login_limits: RawLoginLimits,
+}
+
+/// `[login_limits]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoginLimits {
+    address_attempts: Option<u32>,
+    address_window: Option<String>,
+    account_attempts: Option<u32>,
+    account_window: Option<String>,
+    concurrent_hashes: Option<u32>,
 }
 
 fn default_signing_key() -> PathBuf {
@@ -95,6 +108,38 @@ pub struct Config {
     pub transfer_url: Option<String>,
     /// How often the edge logs its activity summary at `info` (default 60 s).
     pub stats_interval: Duration,
+    /// Limits on login attempts (`[login_limits]`).
+    pub login_limits: LoginLimits,
+}
+
+/// How many login attempts the login page takes, and how many password checks
+/// run at once. Each limit allows `attempts` per `window`, refilled evenly over the
+/// window; a key that keeps at it then meets a slower tier of three times the
+/// attempts per twelve windows, so the delays grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Attempts per client address (an IPv6 address counts by its /64).
+    pub address_attempts: u32,
+    /// The window of `address_attempts`.
+    pub address_window: Duration,
+    /// Attempts per account (the email typed in), from any address.
+    pub account_attempts: u32,
+    /// The window of `account_attempts`.
+    pub account_window: Duration,
+    /// Password checks (argon2) running at once; more wait their turn.
+    pub concurrent_hashes: u32,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            address_attempts: 20,
+            address_window: Duration::from_secs(60),
+            account_attempts: 10,
+            account_window: Duration::from_secs(300),
+            concurrent_hashes: 2,
+        }
+    }
 }
 
 /// Default of `stats_interval`.
@@ -319,7 +364,9 @@ impl Config {
                 aud,
             });
         }
+        let login_limits = login_limits(raw.login_limits)?;
         Ok(Config {
+            login_limits,
             listen,
             tls,
             auth_domain,
@@ -364,6 +411,51 @@ fn check_hash(hash: &str) -> Result<(), &'static str> {
         return Err("an argon2 hash without its salt or digest");
     }
     Ok(())
+}
+
+fn login_limits(raw: RawLoginLimits) -> Result<LoginLimits, String> {
+    let d = LoginLimits::default();
+    let count = |key: &str, v: Option<u32>, default: u32| match v {
+        None => Ok(default),
+        Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        Some(n) => Err(format!(
+            "login_limits.{key} = {n} must be between 1 and 1000000"
+        )),
+    };
+    let window = |key: &str, v: Option<&str>, default: Duration| match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s)
+            .ok()
+            .filter(|w| *w >= Duration::from_millis(10) && *w <= Duration::from_secs(86_400))
+            .ok_or_else(|| {
+                format!(
+                    "login_limits.{key} = {s:?} is not a duration between 10ms and 24h, e.g. \"1m\""
+                )
+            }),
+    };
+    Ok(LoginLimits {
+        address_attempts: count("address_attempts", raw.address_attempts, d.address_attempts)?,
+        address_window: window(
+            "address_window",
+            raw.address_window.as_deref(),
+            d.address_window,
+        )?,
+        account_attempts: count("account_attempts", raw.account_attempts, d.account_attempts)?,
+        account_window: window(
+            "account_window",
+            raw.account_window.as_deref(),
+            d.account_window,
+        )?,
+        concurrent_hashes: match raw.concurrent_hashes {
+            None => d.concurrent_hashes,
+            Some(n) if (1..=64).contains(&n) => n,
+            Some(n) => {
+                return Err(format!(
+                    "login_limits.concurrent_hashes = {n} must be between 1 and 64"
+                ));
+            }
+        },
+    })
 }
 
 /// The AUD tag of an app with none configured: 64 hex digits derived from the
@@ -448,6 +540,13 @@ client_secret = "s3cret"
         assert_eq!(c.signing_key, Path::new("/etc/tunnel/signing-key.pem"));
         assert!(format!("{c:?}").contains("secret_sha256"));
         assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.login_limits, LoginLimits::default());
+        let tuned =
+            format!("{GOOD}\n[login_limits]\naddress_attempts = 3\naddress_window = \"500ms\"\n");
+        let c = Config::parse(&tuned, Path::new(".")).unwrap();
+        assert_eq!(c.login_limits.address_attempts, 3);
+        assert_eq!(c.login_limits.address_window, Duration::from_millis(500));
+        assert_eq!(c.login_limits.account_attempts, 10);
     }
 
     #[test]
@@ -461,6 +560,18 @@ client_secret = "s3cret"
             (
                 "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\nbogus = 1",
                 "bogus",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[login_limits]\nbogus = 1",
+                "bogus",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[login_limits]\naddress_window = \"soon\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
+                "login_limits.address_window",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[login_limits]\naccount_attempts = 0\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
+                "login_limits.account_attempts",
             ),
             (
                 "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"",

@@ -3,8 +3,9 @@
 //! pickup per login; unclaimed items expire; the store is capped.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -39,6 +40,18 @@ struct Items {
     ready: HashMap<String, (Sealed, Instant)>,
     /// Ids already picked up, kept for [`TTL`] so a replay is refused at once.
     taken: HashMap<String, Instant>,
+    /// The first poll seen for each id: who is waiting for this login, and since
+    /// when (shown on the login page). Kept for [`TTL`], at most [`CAPACITY`].
+    polls: HashMap<String, (FirstPoll, Instant)>,
+}
+
+/// Where and when a client first polled for a transfer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstPoll {
+    /// The polling client's address.
+    pub addr: IpAddr,
+    /// When it first polled.
+    pub at: SystemTime,
 }
 
 /// Sealed hand-offs by transfer id.
@@ -57,6 +70,9 @@ impl Handoffs {
             .ready
             .retain(|_, (_, at)| now.duration_since(*at) < TTL);
         items.taken.retain(|_, at| now.duration_since(*at) < TTL);
+        items
+            .polls
+            .retain(|_, (_, at)| now.duration_since(*at) < TTL);
         if items.ready.len() >= CAPACITY && !items.ready.contains_key(id) {
             return Err(Full);
         }
@@ -64,6 +80,36 @@ impl Handoffs {
         drop(items);
         self.arrived.notify_waiters();
         Ok(())
+    }
+
+    /// Remember that `addr` polls for `id`, unless an earlier poll was seen. The
+    /// record expires after [`TTL`]; when [`CAPACITY`] records are held, new ids
+    /// are not recorded (the page then says no terminal was seen).
+    pub fn record_poll(&self, id: &str, addr: IpAddr) {
+        let mut items = self.lock();
+        let now = Instant::now();
+        if items.polls.len() >= CAPACITY {
+            items
+                .polls
+                .retain(|_, (_, at)| now.duration_since(*at) < TTL);
+        }
+        if items.polls.len() < CAPACITY && !items.polls.contains_key(id) {
+            let first = FirstPoll {
+                addr,
+                at: SystemTime::now(),
+            };
+            items.polls.insert(id.to_string(), (first, now));
+        }
+    }
+
+    /// The first poll for `id` within the last [`TTL`], if any.
+    pub fn first_poll(&self, id: &str) -> Option<FirstPoll> {
+        let items = self.lock();
+        items
+            .polls
+            .get(id)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(p, _)| *p)
     }
 
     /// Take the hand-off for `id`, waiting up to `wait` for it to arrive.
@@ -125,6 +171,18 @@ mod tests {
             Poll::Gone,
             "a replay is refused at once"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_poll_is_remembered_until_it_expires() {
+        let h = Handoffs::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(h.first_poll("id"), None);
+        h.record_poll("id", a);
+        h.record_poll("id", "192.0.2.2".parse().unwrap());
+        assert_eq!(h.first_poll("id").unwrap().addr, a, "the first poll counts");
+        tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+        assert_eq!(h.first_poll("id"), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,20 +1,26 @@
 //! The edge's token issuer: one RSA signing key (created 0600 on first start),
 //! RS256 JWTs for apps, their verification, and the JWKS we publish.
+//!
+//! RSA is aws-lc-rs (constant-time, the project's one crypto provider). The key is
+//! saved as PKCS#8 PEM; PKCS#1 PEM keys (`BEGIN RSA PRIVATE KEY`, written by older
+//! versions and by `openssl genrsa -traditional`) still load.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
-use rsa::traits::PublicKeyParts;
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Size of a generated signing key.
-pub const KEY_BITS: usize = 2048;
+pub const KEY_SIZE: KeySize = KeySize::Rsa2048;
 /// Clock skew tolerated when checking `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 30;
 
@@ -91,7 +97,7 @@ pub struct Claims {
 
 /// Signs and verifies the edge's tokens.
 pub struct Issuer {
-    encoding: EncodingKey,
+    key: KeyPair,
     decoding: DecodingKey,
     kid: String,
     jwks: String,
@@ -115,27 +121,18 @@ impl Issuer {
             path: path.to_path_buf(),
             what,
         };
-        let key = match std::fs::read_to_string(path) {
-            Ok(pem) => rsa::RsaPrivateKey::from_pkcs8_pem(&pem)
-                .or_else(|_| {
-                    use rsa::pkcs1::DecodeRsaPrivateKey;
-                    rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
-                })
-                .map_err(|e| {
-                    err(format!(
-                        "not an RSA private key in PEM: {e}; remove it to have a new one made"
-                    ))
-                })?,
+        let key = match std::fs::read(path) {
+            Ok(pem) => parse_key(&pem)
+                .map_err(|e| err(format!("{e}; remove it to have a new one made")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path).map_err(err)?,
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
-        Issuer::from_key(&key, auth_domain).map_err(err)
+        Ok(Issuer::from_key(key, auth_domain))
     }
 
-    fn from_key(key: &rsa::RsaPrivateKey, auth_domain: &str) -> Result<Issuer, String> {
-        let encoding = EncodingKey::from_rsa_der(&rsa_pkcs1_der(key)?);
-        let n = key.n().to_bytes_be();
-        let e = key.e().to_bytes_be();
+    fn from_key(key: KeyPair, auth_domain: &str) -> Issuer {
+        let PublicKeyComponents { n, e } =
+            PublicKeyComponents::<Vec<u8>>::from(aws_lc_rs::signature::KeyPair::public_key(&key));
         let decoding = DecodingKey::from_rsa_raw_components(&n, &e);
         let mut h = Sha256::new();
         h.update(&n);
@@ -155,13 +152,13 @@ impl Issuer {
             }]
         })
         .to_string();
-        Ok(Issuer {
-            encoding,
+        Issuer {
+            key,
             decoding,
             kid,
             jwks,
             iss: format!("https://{auth_domain}"),
-        })
+        }
     }
 
     /// The JWKS document served at `/cdn-cgi/access/certs`.
@@ -174,12 +171,27 @@ impl Issuer {
         &self.iss
     }
 
-    /// Sign `claims` (RS256, our `kid`).
+    /// Sign `claims` (RS256, our `kid`). The key is held parsed (jsonwebtoken's
+    /// own `encode` would parse and check the DER key again on every call).
     pub fn sign<T: Serialize>(&self, claims: &T) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .expect("RS256 signing with a valid key cannot fail")
+        let part = |v: Vec<u8>| URL_SAFE_NO_PAD.encode(v);
+        let mut jwt = part(serde_json::to_vec(&header).expect("a JWT header serializes"));
+        jwt.push('.');
+        jwt.push_str(&part(serde_json::to_vec(claims).expect("claims serialize")));
+        let mut sig = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                jwt.as_bytes(),
+                &mut sig,
+            )
+            .expect("RS256 signing with a valid key cannot fail");
+        jwt.push('.');
+        jwt.push_str(&part(sig));
+        jwt
     }
 
     /// Mint an app token for `aud` naming `email`, valid for `ttl`.
@@ -226,6 +238,20 @@ impl Issuer {
 
     /// Verify a token of `kind` for `aud` (see [`Issuer::verify`]).
     pub fn verify_kind(&self, token: &str, aud: &str, kind: &str) -> Result<Claims, VerifyError> {
+        let claims: Claims = self.verify_as(token, aud)?;
+        if claims.kind != kind {
+            return Err(VerifyError::Kind);
+        }
+        Ok(claims)
+    }
+
+    /// Verify signature, `alg`, `kid`, `iss`, `aud` and times of a token, and
+    /// decode its claims as `T` (the caller checks the kind).
+    pub fn verify_as<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        aud: &str,
+    ) -> Result<T, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         if header.alg != Algorithm::RS256 || header.kid.as_deref().is_some_and(|k| k != self.kid) {
             return Err(VerifyError::Malformed);
@@ -237,7 +263,7 @@ impl Issuer {
         v.set_issuer(&[&self.iss]);
         v.set_required_spec_claims(&["exp", "aud", "iss"]);
         use jsonwebtoken::errors::ErrorKind as K;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+        jsonwebtoken::decode::<T>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 K::InvalidSignature => VerifyError::Signature,
@@ -246,35 +272,45 @@ impl Issuer {
                 K::InvalidAudience => VerifyError::Audience,
                 K::InvalidIssuer => VerifyError::Issuer,
                 _ => VerifyError::Malformed,
-            })?;
-        if claims.kind != kind {
-            return Err(VerifyError::Kind);
-        }
-        Ok(claims)
+            })
     }
 }
 
-fn rsa_pkcs1_der(key: &rsa::RsaPrivateKey) -> Result<Vec<u8>, String> {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    Ok(key
-        .to_pkcs1_der()
-        .map_err(|e| e.to_string())?
-        .as_bytes()
-        .to_vec())
+/// An RSA private key from PEM: PKCS#8 (`BEGIN PRIVATE KEY`, what we write) or
+/// PKCS#1 (`BEGIN RSA PRIVATE KEY`, what older versions wrote).
+fn parse_key(pem: &[u8]) -> Result<KeyPair, String> {
+    let der =
+        PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("not a PEM private key: {e}"))?;
+    let key = match &der {
+        PrivateKeyDer::Pkcs8(d) => KeyPair::from_pkcs8(d.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(d) => KeyPair::from_der(d.secret_pkcs1_der()),
+        _ => return Err("not an RSA private key (an EC key?)".into()),
+    };
+    key.map_err(|e| format!("not a usable RSA private key: {e}"))
+}
+
+/// PKCS#8 DER as PEM (`BEGIN PRIVATE KEY`, 64 base64 characters a line).
+fn pkcs8_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
 }
 
 /// Generate a key and write it with mode 0600, atomically: a crash leaves either no
 /// file or a whole one. If another process created it meanwhile, theirs is used.
-fn create_key(path: &Path) -> Result<rsa::RsaPrivateKey, String> {
+fn create_key(path: &Path) -> Result<KeyPair, String> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)
-        .map_err(|e| format!("cannot generate: {e}"))?;
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| format!("cannot encode: {e}"))?;
+    let key = KeyPair::generate(KEY_SIZE).map_err(|e| format!("cannot generate: {e}"))?;
+    let der = key.as_der().map_err(|e| format!("cannot encode: {e}"))?;
+    let pem = pkcs8_pem(der.as_ref());
     // NamedTempFile is created with mode 0600.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
@@ -287,8 +323,8 @@ fn create_key(path: &Path) -> Result<rsa::RsaPrivateKey, String> {
             Ok(key)
         }
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-            let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-            rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| format!("not a PEM RSA key: {e}"))
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+            parse_key(&pem)
         }
         Err(e) => Err(format!("cannot save: {}", e.error)),
     }
@@ -346,6 +382,45 @@ mod tests {
         let org = a.mint_org("alice@example.test", Duration::from_secs(60));
         assert!(a.verify_org(&org).is_ok());
         assert_eq!(a.verify_org(&token), Err(VerifyError::Audience));
+    }
+
+    #[test]
+    fn key_files_of_older_versions_keep_working() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let dir = tempfile::tempdir().unwrap();
+        let mut tokens = Vec::new();
+        for name in ["signing-key-pkcs1.pem", "signing-key-pkcs8.pem"] {
+            let path = dir.path().join(name);
+            std::fs::copy(fixtures.join(name), &path).unwrap();
+            let before = std::fs::read(&path).unwrap();
+            let issuer = Issuer::load_or_create(&path, "auth.test").unwrap();
+            assert_eq!(issuer.kid, "cee95927dc664db51794a79726cb716d", "{name}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                before,
+                "{name} is left as it was"
+            );
+            tokens.push(issuer.mint("aud1", "alice@example.test", Duration::from_secs(60)));
+            let other = Issuer::load_or_create(&path, "auth.test").unwrap();
+            assert!(other.verify(tokens.last().unwrap(), "aud1").is_ok());
+        }
+        // Each format verifies the other's tokens: one key.
+        let pkcs1 = Issuer::load_or_create(&dir.path().join("signing-key-pkcs1.pem"), "auth.test");
+        assert!(pkcs1.unwrap().verify(&tokens[1], "aud1").is_ok());
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a key").unwrap();
+        let err = Issuer::load_or_create(&garbage, "auth.test").unwrap_err();
+        assert!(err.to_string().contains("remove it"), "{err}");
+    }
+
+    #[test]
+    fn new_keys_are_saved_as_pkcs8_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        Issuer::load_or_create(&path, "auth.test").unwrap();
+        let pem = std::fs::read_to_string(&path).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        assert!(pem.lines().all(|l| l.len() <= 64));
     }
 
     #[test]

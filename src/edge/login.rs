@@ -2,7 +2,16 @@
 //! form (no JavaScript), CSRF-safe by a double-submit cookie (`SameSite=Strict`),
 //! every echoed value escaped. A good password for a user the app allows seals
 //! `{"app_token","org_token"}` for the client's key and holds it for pickup.
+//!
+//! Against phishing, the page shows what asks: the app, the address and time of
+//! the terminal polling for this login, and the code it printed
+//! ([`crate::protocol::login_code`]); the user must tick that the code matches.
+//! Against guessing, attempts are limited per address and per account
+//! ([`super::limits`]); against floods, password checks run on the blocking pool,
+//! a few at a time ([`PasswordChecks`]).
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -21,14 +30,15 @@ pub const MAX_FORM: usize = 16 * 1024;
 pub const ORG_SESSION: Duration = Duration::from_secs(24 * 3600);
 /// Name of the CSRF cookie.
 pub const CSRF_COOKIE: &str = "tunnel_csrf";
+/// Most password checks waiting for their turn; beyond, `503` at once.
+pub const MAX_QUEUED: usize = 256;
 
 type Body = Full<Bytes>;
 
 /// Hash a password for `[[users]] password_hash` (argon2id, PHC string).
 pub fn hash_password(password: &str) -> Result<String, String> {
-    use rsa::rand_core::RngCore;
     let mut salt = [0u8; 16];
-    rsa::rand_core::OsRng.fill_bytes(&mut salt);
+    crate::protocol::random_fill(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -36,10 +46,102 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Password checks (argon2, tens of milliseconds of CPU and 19 MiB each) off the
+/// async workers, on `concurrent` threads of their own, the rest queued (at most
+/// [`MAX_QUEUED`]). So a login flood waits for its turn while WebSocket handshakes
+/// keep flowing. Dedicated threads rather than tokio's blocking pool, so the
+/// number of threads stays fixed: the pool starts a new thread whenever a check
+/// begins before the last one's thread is idle again, and each thread may keep a
+/// malloc arena holding argon2's 19 MiB (measured: 516 MB RSS after a flood with
+/// the pool, 380 MB with these threads).
+#[derive(Debug)]
+pub struct PasswordChecks {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// One password check and where its answer goes.
+struct Job {
+    users: Arc<[User]>,
+    email: String,
+    password: String,
+    answer: tokio::sync::oneshot::Sender<Result<usize, &'static str>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Too many password checks waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many logins in progress; try again in a moment")]
+pub struct Busy;
+
+impl PasswordChecks {
+    /// `concurrent` threads checking passwords for `users`; they end when this is
+    /// dropped.
+    pub fn new(concurrent: u32) -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(MAX_QUEUED);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..concurrent.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(e) => e.into_inner().recv(),
+                        };
+                        let Ok(job) = job else { return };
+                        if job.answer.is_closed() {
+                            continue; // abandoned while queued
+                        }
+                        let found =
+                            check_password(&job.users, &job.email, &job.password).and_then(|u| {
+                                let at = job.users.iter().position(|x| x.email == u.email);
+                                at.ok_or("unknown user")
+                            });
+                        let _ = job.answer.send(found);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a password-check thread: {e}");
+            }
+        }
+        PasswordChecks { jobs }
+    }
+
+    /// The index of the user in `users` with this email and password, or why not
+    /// (for the log), checked like [`check_password`] on a password-check thread, in
+    /// turn.
+    pub async fn check(
+        &self,
+        users: &Arc<[User]>,
+        email: &str,
+        password: String,
+    ) -> Result<Result<usize, &'static str>, Busy> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = Job {
+            users: users.clone(),
+            email: email.to_string(),
+            password,
+            answer,
+        };
+        self.jobs.try_send(job).map_err(|_| Busy)?;
+        answered.await.map_err(|_| Busy)
+    }
+}
+
 /// The user with this email and password, or why not (for the edge's log, never
 /// the page: "unknown user", "unusable password hash", "wrong password"). Unknown
 /// users cost the same time as known ones (a dummy hash is checked), so timing
-/// does not reveal who exists.
+/// does not reveal who exists. Slow on purpose: call it through [`PasswordChecks`]
+/// on a server.
 pub fn check_password<'a>(
     users: &'a [User],
     email: &str,
@@ -83,8 +185,12 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Serve `GET` (the form) or `POST` (the login) of the CLI login page.
-pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) -> Response<Body> {
+/// Serve `GET` (the form) or `POST` (the login) of the CLI login page to `peer`.
+pub async fn cli_page(
+    edge: &Edge,
+    req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_string();
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
@@ -114,8 +220,14 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
         );
     };
     let secure = edge.tls.is_some();
+    let asking = Asking {
+        app: &app.hostname,
+        code: crate::protocol::login_code(&id),
+        poll: edge.handoffs.first_poll(&id),
+    };
+    let form = |error: Option<&str>, status| form(&query, &asking, error, status, secure);
     if req.method() != http::Method::POST {
-        return form(&query, &app.hostname, None, StatusCode::OK, secure);
+        return form(None, StatusCode::OK);
     }
     if !same_origin(req.headers()) {
         return page(
@@ -150,25 +262,52 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
         .is_some_and(|c| !c.is_empty() && bool::from(c.as_bytes().ct_eq(field("csrf").as_bytes())));
     if !csrf_ok {
         return form(
-            &query,
-            &app.hostname,
             Some("Your session expired; please try again."),
             StatusCode::FORBIDDEN,
-            secure,
         );
     }
-    let user = match check_password(&edge.config.users, field("email"), field("password")) {
-        Ok(user) => user,
-        Err(why) => {
-            let email = field("email").trim().to_ascii_lowercase();
-            tracing::info!(app = %app.hostname, %email, "login refused: {why}");
-            return form(
-                &query,
-                &app.hostname,
-                Some("Wrong email or password."),
-                StatusCode::UNAUTHORIZED,
-                secure,
+    if field("confirm") != "on" {
+        return form(
+            Some("Check that the code matches the one in your terminal, then tick the box."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let account = super::limits::account_key(field("email"));
+    if let Err((why, wait)) = edge.limits.check(peer.ip(), &account) {
+        tracing::info!(%peer, app = %app.hostname, account, retry_after = wait.as_secs(), "login refused: {why}");
+        let mut r = form(
+            Some(&format!(
+                "Too many login attempts. Try again in {} seconds.",
+                wait.as_secs()
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(wait.as_secs()));
+        return r;
+    }
+    let users = &edge.users;
+    let checked = edge
+        .passwords
+        .check(users, field("email"), field("password").to_string())
+        .await;
+    let user = match checked {
+        Ok(Ok(i)) => &users[i],
+        Ok(Err(why)) => {
+            tracing::info!(%peer, app = %app.hostname, account, "login refused: {why}");
+            return form(Some("Wrong email or password."), StatusCode::UNAUTHORIZED);
+        }
+        Err(Busy) => {
+            tracing::warn!(%peer, app = %app.hostname, "login refused: too many password checks queued");
+            let mut r = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "<p id=\"error\">Too many logins in progress; try again in a moment.</p>",
+                None,
             );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(1u64));
+            return r;
         }
     };
     if !app.allow_emails.contains(&user.email) {
@@ -212,9 +351,19 @@ pub async fn cli_page(edge: &Edge, req: http::Request<hyper::body::Incoming>) ->
     page(StatusCode::OK, "Logged in", &msg, None)
 }
 
+/// What is asking for a login, as the page shows it.
+struct Asking<'a> {
+    /// The app's hostname pattern.
+    app: &'a str,
+    /// The code the CLI printed.
+    code: String,
+    /// The terminal polling for this login, once it has.
+    poll: Option<super::handoff::FirstPoll>,
+}
+
 fn form(
     query: &str,
-    app: &str,
+    asking: &Asking<'_>,
     error: Option<&str>,
     status: StatusCode,
     secure: bool,
@@ -223,15 +372,29 @@ fn form(
     let error = error
         .map(|e| format!("<p id=\"error\">{}</p>", escape(e)))
         .unwrap_or_default();
+    let requester = match asking.poll {
+        Some(p) => format!(
+            "A terminal at <b id=\"requester\">{}</b> started this login at <b id=\"requested-at\">{}</b>.",
+            escape(&show_addr(p.addr)),
+            humantime::format_rfc3339_seconds(p.at)
+        ),
+        None => "<span id=\"requester\">No terminal has picked up this login yet.</span>".into(),
+    };
     let body = format!(
-        r#"<p>Log in to <b>{app}</b>.</p>{error}
+        r#"<p>Log in to <b id="app">{app}</b>.</p>
+<p>{requester} It shows the code <b id="code">{code}</b>.</p>
+<p>Only go on if you started this login yourself and your terminal shows the same
+code. If someone sent you this link, close this page: logging in would give them
+your access.</p>{error}
 <form method="post" action="{action}">
 <input type="hidden" name="csrf" value="{csrf}">
+<p><label><input id="confirm" name="confirm" type="checkbox" required> My terminal shows the code {code}</label></p>
 <p><label>Email <input id="email" name="email" type="email" autocomplete="username" required></label></p>
 <p><label>Password <input id="password" name="password" type="password" autocomplete="current-password" required></label></p>
 <p><button id="login" type="submit">Log in</button></p>
 </form>"#,
-        app = escape(app),
+        app = escape(asking.app),
+        code = escape(&asking.code),
         action = escape(&format!("{}?{query}", crate::protocol::CLI_PATH)),
     );
     let cookie = format!(
@@ -262,11 +425,20 @@ fn page(status: StatusCode, title: &str, body: &str, cookie: Option<String>) -> 
     b.body(Body::from(html)).unwrap_or_default()
 }
 
+/// An address as people read it (an IPv4-mapped IPv6 address as IPv4).
+fn show_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
 /// 128 random bits as hex.
 pub fn random_hex() -> String {
-    use rsa::rand_core::RngCore;
     let mut b = [0u8; 16];
-    rsa::rand_core::OsRng.fill_bytes(&mut b);
+    crate::protocol::random_fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -306,6 +478,36 @@ mod tests {
         assert_eq!(
             check_password(&users, "x@b.test", "pw").err(),
             Some("unknown user")
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_run_off_the_async_workers_and_abandoned_ones_leave_the_queue() {
+        let h = hash_password("pw").unwrap();
+        let users: Arc<[User]> = vec![User {
+            email: "a@b.test".into(),
+            password_hash: Secret::new(h),
+        }]
+        .into();
+        let checks = PasswordChecks::new(1);
+        // Requests that give up at once, many more than the queue holds.
+        for _ in 0..MAX_QUEUED * 2 {
+            let wait = checks.check(&users, "a@b.test", "pw".into());
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, wait).await;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let answer = loop {
+            match checks.check(&users, "a@b.test", "pw".into()).await {
+                Err(Busy) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(answer, Ok(Ok(0)));
+        assert_eq!(
+            checks.check(&users, "a@b.test", "no".into()).await,
+            Ok(Err("wrong password"))
         );
     }
 

@@ -6,7 +6,8 @@
 //! decides, [`server`] speaks HTTP; [`login`] is the CLI login page, [`handoff`]
 //! holds sealed logins for pickup, [`exchange`] serves discovery metadata and the
 //! org-token exchange; [`activity`] counts streams for the summary logged per
-//! interval. [`Edge::load`] prepares everything that can fail
+//! interval; [`limits`] bounds login attempts. [`Edge::load`] prepares everything
+//! that can fail
 //! before anything is bound; [`serve`] takes an already-bound listener (tests bind
 //! port 0 and read back the address).
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod exchange;
 pub mod handoff;
 pub mod issuer;
+pub mod limits;
 pub mod login;
 pub mod policy;
 pub mod server;
@@ -74,6 +76,16 @@ pub struct Edge {
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// Counters for the summary logged every `stats_interval`.
     pub activity: Arc<activity::Activity>,
+    /// Login attempt limits.
+    pub limits: limits::Limits,
+    /// Password checks, off the async workers.
+    pub passwords: login::PasswordChecks,
+    /// The `[[users]]`, shared with the password-check threads.
+    pub users: Arc<[config::User]>,
+    /// Signed metadata by host, reused for a while.
+    pub metadata: exchange::MetadataCache,
+    /// Exchange codes already redeemed.
+    pub redeemed: exchange::Redeemed,
 }
 
 impl Edge {
@@ -86,12 +98,17 @@ impl Edge {
             None => None,
         };
         Ok(Edge {
+            limits: limits::Limits::new(&config.login_limits),
+            passwords: login::PasswordChecks::new(config.login_limits.concurrent_hashes),
+            users: config.users.clone().into(),
             config,
             issuer,
             tls,
             handoffs: handoff::Handoffs::default(),
             metrics: std::sync::OnceLock::new(),
             activity: Arc::default(),
+            metadata: exchange::MetadataCache::default(),
+            redeemed: exchange::Redeemed::default(),
         })
     }
 

@@ -74,6 +74,27 @@ pub fn request_host(headers: &HeaderMap) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// Refuse a request whose target host is ambiguous: more than one `Host` header,
+/// or an absolute-form URI (`GET http://a/ HTTP/1.1`) whose authority is not the
+/// `Host` header's value. Routing by one and checking by the other would let a
+/// request be judged for one app and served as another.
+pub fn single_authority(uri: &http::Uri, headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if let Some(authority) = uri.authority() {
+        let same = host
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| h.trim().eq_ignore_ascii_case(authority.as_str()));
+        if !same {
+            return Err("the request URI names another host than the Host header");
+        }
+    }
+    Ok(())
+}
+
 /// The value of cookie `name`, if present.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -86,13 +107,21 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Check the credentials on a request for `app`: an Access token (header or
-/// `CF_Authorization` cookie) first, then a service token.
+/// Check the credentials on a request for `app`: the `Cf-Access-Token` header,
+/// else a service token, else the `CF_Authorization` cookie (a browser's). A
+/// stray cookie never overrides credentials a client sent on purpose.
 pub fn authorize(config: &Config, issuer: &Issuer, app: &App, headers: &HeaderMap) -> Decision {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(token) =
-        header(protocol::ACCESS_TOKEN).or_else(|| cookie(headers, protocol::AUTH_COOKIE))
-    {
+    let service =
+        header(protocol::CLIENT_ID).is_some() || header(protocol::CLIENT_SECRET).is_some();
+    let token = header(protocol::ACCESS_TOKEN).or_else(|| {
+        if service {
+            None
+        } else {
+            cookie(headers, protocol::AUTH_COOKIE)
+        }
+    });
+    if let Some(token) = token {
         return match issuer.verify(token.trim(), &app.aud) {
             Ok(claims) => {
                 let identity = match (claims.email, claims.common_name) {
@@ -306,6 +335,35 @@ client_secret = "x"
             authorize(&c, &issuer, &c.apps[1], &h),
             Decision::Login("token issued for another app".into())
         );
+    }
+
+    #[test]
+    fn a_stray_cookie_does_not_override_a_service_token() {
+        let c = config();
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = Issuer::load_or_create(&dir.path().join("k.pem"), "auth.test").unwrap();
+        let h = headers(&[
+            (protocol::CLIENT_ID, "ci.access"),
+            (protocol::CLIENT_SECRET, "s3cret"),
+            ("cookie", "CF_Authorization=stale.or.foreign"),
+        ]);
+        assert_eq!(
+            authorize(&c, &issuer, &c.apps[0], &h),
+            Decision::Allow(Identity::Service("ci".into()))
+        );
+    }
+
+    #[test]
+    fn the_target_host_must_be_unambiguous() {
+        let uri = |u: &str| u.parse::<http::Uri>().unwrap();
+        let one = headers(&[("host", "db.test")]);
+        assert!(single_authority(&uri("/x"), &one).is_ok());
+        assert!(single_authority(&uri("http://DB.test/x"), &one).is_ok());
+        assert!(single_authority(&uri("http://evil.test/x"), &one).is_err());
+        assert!(single_authority(&uri("http://db.test:8080/x"), &one).is_err());
+        let two = headers(&[("host", "db.test"), ("host", "evil.test")]);
+        assert!(single_authority(&uri("/x"), &two).is_err());
+        assert!(single_authority(&uri("http://db.test/"), &HeaderMap::new()).is_err());
     }
 
     #[test]

@@ -116,6 +116,10 @@ async fn route(
     tracker: &TaskTracker,
 ) -> Response<Body> {
     let ray = ray_id();
+    if let Err(reason) = policy::single_authority(req.uri(), req.headers()) {
+        info!(%peer, ray, "refused: {reason}");
+        return refusal(StatusCode::BAD_REQUEST, reason, &ray);
+    }
     let path = req.uri().path();
     if path == protocol::CERTS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
         return Response::builder()
@@ -126,6 +130,10 @@ async fn route(
     }
     if let Some(id) = path.strip_prefix("/transfer/") {
         let id = id.to_string();
+        if crate::auth::transfer::decode_key(&id).is_ok() {
+            // Shown on the login page: which terminal waits for this login.
+            edge.handoffs.record_poll(&id, peer.ip());
+        }
         return match edge.handoffs.take(&id, super::handoff::POLL_WAIT).await {
             super::handoff::Poll::Ready(sealed) => Response::builder()
                 .header("service-public-key", sealed.service_public_key)
@@ -139,7 +147,7 @@ async fn route(
         };
     }
     if path == protocol::CLI_PATH {
-        return super::login::cli_page(edge, req).await;
+        return super::login::cli_page(edge, req, peer).await;
     }
     if path.starts_with(protocol::LOGIN_PATH) {
         let query = req.uri().query().unwrap_or("").to_string();
@@ -170,7 +178,7 @@ async fn route(
     }
     if path == protocol::AUTHORIZED_PATH {
         let query = req.uri().query().unwrap_or("").to_string();
-        return super::exchange::authorized(edge, app, &query);
+        return super::exchange::authorized(edge, app, &host, &query);
     }
     let decision = policy::authorize(&edge.config, &edge.issuer, app, req.headers());
     let identity = match decision {
@@ -367,8 +375,9 @@ fn refusal(status: StatusCode, reason: &str, ray: &str) -> Response<Body> {
 /// A short random request id, returned as `cf-ray` and logged, to match a client's
 /// error with the edge's log line.
 fn ray_id() -> String {
-    use rsa::rand_core::RngCore;
-    format!("{:016x}-EDGE", rsa::rand_core::OsRng.next_u64())
+    let mut b = [0u8; 8];
+    crate::protocol::random_fill(&mut b);
+    format!("{:016x}-EDGE", u64::from_be_bytes(b))
 }
 
 #[cfg(test)]
