@@ -10,6 +10,8 @@
 # (initdb, pg_ctl, postgres, psql, pgbench; run as the `postgres` user via runuser
 # when we are root), `kill` (procps), Chromium with chromedriver, curl and python3. On Debian/Ubuntu they are installed with
 # apt-get; `apt-get update` runs at most once, and only when something is missing.
+# For the Windows client: the x86_64-pc-windows-gnu target, mingw-w64 and Wine
+# (scripts/windows-toolchain.sh); tunnel.exe is cross-built before the tests run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -88,6 +90,13 @@ fi
 # The tests find the PostgreSQL tools here (see tests/support/postgres.rs).
 PG_BINDIR=${PG_BINDIR:-$(pg_bindir)}
 export PG_BINDIR
+
+# The Windows client, cross-built and run under Wine by tests/windows.rs (which
+# fails under CI=true when TUNNEL_WINDOWS_EXE is missing).
+bash scripts/windows-toolchain.sh --wine
+cargo build --target x86_64-pc-windows-gnu --bin tunnel
+TUNNEL_WINDOWS_EXE=${TUNNEL_WINDOWS_EXE:-${CARGO_TARGET_DIR:-$PWD/target}/x86_64-pc-windows-gnu/debug/tunnel.exe}
+export TUNNEL_WINDOWS_EXE
 
 # --lib --bins --tests: no doc-test run (there are none), so the run closes on the
 # end-to-end summary rather than on an empty doc-test line.

@@ -16,3 +16,4 @@ mod handshake;
 mod login;
 mod postgres;
 mod ssh;
+mod windows;
