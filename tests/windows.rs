@@ -155,6 +155,44 @@ fn assert_ok(what: &str, out: &Output) {
     );
 }
 
+/// The library's unit tests, cross-built by `scripts/test.sh`
+/// (`TUNNEL_WINDOWS_LIB_TESTS`), pass on Windows: the token cache's Windows twins
+/// (private files, no link followed, the `LockFileEx` login lock), the browser
+/// command parsing, the data path.
+#[test]
+fn windows_unit_tests_pass_under_wine() {
+    let Some(wine) = wine() else { return };
+    let Some(tests) = std::env::var_os("TUNNEL_WINDOWS_LIB_TESTS").filter(|p| !p.is_empty()) else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "TUNNEL_WINDOWS_LIB_TESTS is not set in CI (scripts/test.sh sets it)"
+        );
+        eprintln!("skipping the Windows unit tests: TUNNEL_WINDOWS_LIB_TESTS is not set");
+        return;
+    };
+    // Beside the shim, like the exe.
+    let linked = wine.exe.with_file_name("tunnel-lib-tests.exe");
+    let _ = std::fs::remove_file(&linked);
+    if std::fs::hard_link(&tests, &linked).is_err() {
+        std::fs::copy(&tests, &linked).unwrap();
+    }
+    let mut cmd = Command::new(&wine.loader);
+    cmd.arg(&linked).args(["--test-threads", "2"]);
+    for (k, v) in wine.env() {
+        cmd.env(k, v);
+    }
+    let out = output_with_timeout(cmd, Duration::from_secs(600));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the unit tests failed under Wine ({})\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout.lines().find(|l| l.starts_with("test result:"));
+    eprintln!("Windows unit tests under Wine: {}", summary.unwrap_or("?"));
+}
+
 /// `wine tunnel.exe tcp` with a service token moves 16 MiB each way intact through a
 /// Linux edge, and Ctrl-C (Wine turns SIGINT into the console's Ctrl-C event) stops
 /// it through the one shutdown path: it drains and exits 0, as the Unix build does
