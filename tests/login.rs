@@ -245,6 +245,19 @@ fn assert_no_lock_held(dir: &Path) {
 #[test]
 fn racing_logins_open_one_browser_and_a_killed_holder_releases_the_lock() {
     let w = World::start("1h");
+    race_for_login(&w, w.env(), |env| {
+        Proc::spawn(bin(), ["login", "http://db.test"], env)
+    });
+}
+
+/// Two `tunnel login` processes started by `spawn` (with `env` plus a recording
+/// browser) race for one login: exactly one opens the browser; after it is killed
+/// with SIGKILL (not reaped) the other takes the lock, logs in and exits 0.
+pub fn race_for_login(
+    w: &World,
+    mut env: Vec<(String, String)>,
+    spawn: impl Fn(&[(&str, &str)]) -> Proc,
+) {
     let dir = tempdir();
     // The browser only records the URL until `go` exists, then really logs in.
     let go = dir.path().join("go");
@@ -261,15 +274,11 @@ fn racing_logins_open_one_browser_and_a_killed_holder_releases_the_lock() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut env = w.env();
     env.retain(|(k, _)| k != "BROWSER");
     env.push(("BROWSER".into(), browser.display().to_string()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
 
-    let procs = [
-        Proc::spawn(bin(), ["login", "http://db.test"], &env),
-        Proc::spawn(bin(), ["login", "http://db.test"], &env),
-    ];
+    let procs = [spawn(&env), spawn(&env)];
     // Each one either opens the browser or says it waits for the other.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let roles = loop {

@@ -338,3 +338,20 @@ fn windows_login_writes_a_token_cache_a_second_run_reads() {
     assert_ok("the Linux build reading the Windows cache", &linux);
     assert_eq!(String::from_utf8_lossy(&linux.stdout).trim(), token);
 }
+
+/// The login lock on Windows (`LockFileEx`): two `tunnel.exe login` processes racing
+/// open one browser, and when the holder is killed the other takes over and logs in.
+#[test]
+fn windows_racing_logins_open_one_browser_and_a_killed_holder_releases_the_lock() {
+    let Some(wine) = wine() else { return };
+    let w = World::start("1h");
+    let mut env = w.env();
+    env.retain(|(k, _)| k != "TUNNEL_TOKEN_DIR");
+    env.push(("TUNNEL_TOKEN_DIR".into(), win_path(w.tokens.path())));
+    crate::login::race_for_login(&w, env, |env| {
+        let mut cmd = wine.command(&["login", "http://db.test"]);
+        cmd.envs(env.iter().copied())
+            .stdout(std::process::Stdio::null());
+        Proc::spawn_cmd(cmd)
+    });
+}
