@@ -12,6 +12,8 @@
 # python3, and Prometheus (promtool and the server, for the metrics tests). On
 # Debian/Ubuntu they are installed with
 # apt-get; `apt-get update` runs at most once, and only when something is missing.
+# For the Windows client: the x86_64-pc-windows-gnu target, mingw-w64 and Wine
+# (scripts/windows-toolchain.sh); tunnel.exe is cross-built before the tests run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -95,6 +97,22 @@ fi
 # The tests find the PostgreSQL tools here (see tests/support/postgres.rs).
 PG_BINDIR=${PG_BINDIR:-$(pg_bindir)}
 export PG_BINDIR
+
+# The Windows client, cross-built and run under Wine by tests/windows.rs (which
+# fails under CI=true when TUNNEL_WINDOWS_EXE is missing).
+# The library's unit tests are cross-built too, and run under Wine by the same
+# module (their path comes from cargo's JSON report, in TUNNEL_WINDOWS_LIB_TESTS).
+bash scripts/windows-toolchain.sh --wine
+cargo build --target x86_64-pc-windows-gnu --bin tunnel
+TUNNEL_WINDOWS_EXE=${TUNNEL_WINDOWS_EXE:-${CARGO_TARGET_DIR:-$PWD/target}/x86_64-pc-windows-gnu/debug/tunnel.exe}
+TUNNEL_WINDOWS_LIB_TESTS=$(cargo test --target x86_64-pc-windows-gnu --lib --no-run \
+    --message-format=json-render-diagnostics | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])')
+export TUNNEL_WINDOWS_EXE TUNNEL_WINDOWS_LIB_TESTS
 
 # --lib --bins --tests: no doc-test run (there are none), so the run closes on the
 # end-to-end summary rather than on an empty doc-test line.

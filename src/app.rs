@@ -349,11 +349,13 @@ pub fn target_with_locks(
     Ok(t)
 }
 
-/// The `~/.ssh/config` stanza for the app `t`.
+/// The `~/.ssh/config` stanza for the app `t`, with `exe` (this program's path)
+/// quoted for the OS it runs on.
 pub fn ssh_config(t: &Target, exe: &str) -> String {
     let scheme = if t.tls { "" } else { "http://" };
     format!(
         "Host {host}\n  ProxyCommand {exe} ssh --hostname {scheme}%h{port}",
+        exe = proxy_program(exe, cfg!(windows)),
         host = t.host,
         port = if t.port == if t.tls { 443 } else { 80 } {
             String::new()
@@ -541,3 +543,50 @@ fn read_new_password() -> Result<String, Error> {
 
 /// How long the demo waits for its round trip.
 pub const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `exe` as the program of an ssh `ProxyCommand`. `%` is doubled (ssh expands
+/// `%h` and friends there). Unix ssh runs the line with `/bin/sh -c`, so a path
+/// with anything but plain characters is single-quoted; Windows' `ssh.exe` passes
+/// it to `CreateProcess`, which takes a path with spaces (`C:\Program Files\...`)
+/// only in double quotes (a Windows path cannot hold `"`).
+fn proxy_program(exe: &str, windows: bool) -> String {
+    let exe = exe.replace('%', "%%");
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/\\._-+:,@=".contains(c);
+    if exe.chars().all(plain) {
+        exe
+    } else if windows {
+        format!("\"{exe}\"")
+    } else {
+        format!("'{}'", exe.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_program;
+
+    #[test]
+    fn proxy_program_is_quoted_for_the_os() {
+        assert_eq!(proxy_program("/usr/bin/tunnel", false), "/usr/bin/tunnel");
+        assert_eq!(
+            proxy_program(r"C:\Users\al\.cargo\bin\tunnel.exe", true),
+            r"C:\Users\al\.cargo\bin\tunnel.exe"
+        );
+        assert_eq!(
+            proxy_program(r"C:\Program Files\tunnel\tunnel.exe", true),
+            r#""C:\Program Files\tunnel\tunnel.exe""#
+        );
+        assert_eq!(
+            proxy_program(r"C:\Tools (x86)\100%\tunnel.exe", true),
+            r#""C:\Tools (x86)\100%%\tunnel.exe""#
+        );
+        assert_eq!(
+            proxy_program("/Users/al/My Tools/tunnel", false),
+            "'/Users/al/My Tools/tunnel'"
+        );
+        assert_eq!(
+            proxy_program("/opt/al's $HOME/tunnel", false),
+            r"'/opt/al'\''s $HOME/tunnel'"
+        );
+    }
+}

@@ -92,10 +92,18 @@ pub async fn run<H, F>(
     }
 }
 
-/// Raise the open-files soft limit to the hard limit, so thousands of connections
-/// work. Returns the new soft limit.
+/// Raise the open-files soft limit to the hard limit (on macOS also capped by
+/// `kern.maxfilesperproc`), so thousands of connections work. Returns the new soft
+/// limit; `None` on Windows, which has no such limit on sockets.
 pub fn raise_fd_limit() -> Option<u64> {
-    rlimit::increase_nofile_limit(u64::MAX).ok()
+    #[cfg(unix)]
+    {
+        rlimit::increase_nofile_limit(u64::MAX).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Make the close of `socket` a reset (RST) instead of an orderly FIN, however it

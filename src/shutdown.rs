@@ -1,5 +1,6 @@
-//! One shutdown path: SIGINT and SIGTERM cancel one [`CancellationToken`]; accept
-//! loops select on it, live connections drain under a grace period.
+//! One shutdown path: SIGINT and SIGTERM (on Windows: Ctrl-C, Ctrl-Break and the
+//! console window closing) cancel one [`CancellationToken`]; accept loops select on
+//! it, live connections drain under a grace period.
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,7 @@ pub fn on_signal() -> CancellationToken {
     token
 }
 
+#[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
@@ -70,4 +72,23 @@ pub fn announce(shutdown: &CancellationToken, grace: Duration) {
             humantime::format_duration(grace)
         );
     });
+}
+
+/// Windows' twin of the Unix signals: Ctrl-C, Ctrl-Break, and the console being
+/// closed (the process then has a few seconds before Windows ends it).
+#[cfg(windows)]
+async fn wait_for_signal() {
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+    match (ctrl_c(), ctrl_break(), ctrl_close()) {
+        (Ok(mut c), Ok(mut brk), Ok(mut close)) => {
+            tokio::select! {
+                _ = c.recv() => {}
+                _ = brk.recv() => {}
+                _ = close.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -226,12 +226,122 @@ fn two_processes_share_one_login_through_the_lock() {
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".lock") || n.ends_with(".url") || n.starts_with(".tmp"))
+        .filter(|n| n.ends_with(".url") || n.starts_with(".tmp"))
         .collect();
     assert!(
         leftovers.is_empty(),
-        "lock/url/temp files left behind: {leftovers:?}"
+        "url/temp files left behind: {leftovers:?}"
     );
+    assert_no_lock_held(w.tokens.path());
+}
+
+/// Every `.lock` file in `dir` is free: the login lock is an OS lock on the open
+/// file, so the (empty) file may stay after its holder is gone, but no lock may.
+fn assert_no_lock_held(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let path = entry.path();
+        if path.to_string_lossy().ends_with(".lock") {
+            let f = std::fs::File::open(&path).unwrap();
+            assert!(f.try_lock().is_ok(), "{} is still locked", path.display());
+        }
+    }
+}
+
+/// Issue 16: the login lock is an OS file lock. Two processes racing for one login
+/// open one browser; when the holder is killed with SIGKILL and left unreaped (as a
+/// busy supervisor leaves it: a zombie still has a pid and a /proc entry, which
+/// fooled the old pid check), the OS has released its lock and the other process
+/// takes over and logs in.
+#[test]
+fn racing_logins_open_one_browser_and_a_killed_holder_releases_the_lock() {
+    let w = World::start("1h");
+    race_for_login(&w, w.env(), |env| {
+        Proc::spawn(bin(), ["login", "http://db.test"], env)
+    });
+}
+
+/// Two `tunnel login` processes started by `spawn` (with `env` plus a recording
+/// browser) race for one login: exactly one opens the browser; after it is killed
+/// with SIGKILL (not reaped) the other takes the lock, logs in and exits 0.
+pub fn race_for_login(
+    w: &World,
+    mut env: Vec<(String, String)>,
+    spawn: impl Fn(&[(&str, &str)]) -> Proc,
+) {
+    let dir = tempdir();
+    // The browser only records the URL until `go` exists, then really logs in.
+    let go = dir.path().join("go");
+    let browser = dir.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!(
+            "#!/bin/sh\nif [ -e '{go}' ]; then exec python3 '{hook}' \"$1\"; fi\n\
+             HOOK_MODE=record exec python3 '{hook}' \"$1\"\n",
+            go = go.display(),
+            hook = hook_path().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.retain(|(k, _)| k != "BROWSER");
+    env.push(("BROWSER".into(), browser.display().to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    let procs = [spawn(&env), spawn(&env)];
+    // Each one either opens the browser or says it waits for the other.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let roles = loop {
+        let roles = procs.each_ref().map(|p| {
+            let e = p.stderr();
+            (
+                e.contains("Log in to"),
+                e.contains("Another tunnel process"),
+            )
+        });
+        if roles.iter().all(|(holder, waiter)| holder | waiter) {
+            break roles;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither logging in nor waiting:\n{}\n---\n{}",
+            procs[0].stderr(),
+            procs[1].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        roles[0].0 != roles[1].0,
+        "exactly one process logs in, the other waits: {roles:?}"
+    );
+    let [p0, p1] = procs;
+    let (holder, mut next) = if roles[0].0 { (p0, p1) } else { (p1, p0) };
+    while w.logins() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the browser never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(w.logins(), 1, "one browser for two racing processes");
+
+    std::fs::write(&go, "").unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &holder.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Not reaped (`holder` is dropped at the end): a zombie now. The waiter must
+    // take over anyway.
+    next.wait_for("Log in to", Duration::from_secs(60));
+    let status = next.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", next.stderr());
+    assert_eq!(
+        w.logins(),
+        2,
+        "the second browser only after the holder died"
+    );
+    assert_eq!(w.token_files().len(), 2, "app and org token cached");
 }
 
 #[test]
@@ -418,18 +528,15 @@ fn interrupting_a_pending_login_leaves_nothing_behind() {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| n != "hook.log")
+            .filter(|n| n != "hook.log" && !n.ends_with(".lock"))
             .collect()
     };
-    assert!(
-        names().iter().any(|n| n.ends_with(".lock")),
-        "{:?}",
-        names()
-    );
+    assert!(names().iter().any(|n| n.ends_with(".url")), "{:?}", names());
     p.terminate();
     let status = p.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(130), "{}", p.stderr());
     assert!(names().is_empty(), "left behind: {:?}", names());
+    assert_no_lock_held(w.tokens.path());
 }
 
 /// One raw HTTP/1.1 request to the edge; returns (status, headers+body text).

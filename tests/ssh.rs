@@ -110,3 +110,39 @@ fn scp_round_trips_16_mib_through_the_edge() {
     assert_eq!(downloaded.len(), data.len(), "downloaded size");
     assert_eq!(sha256_hex(&downloaded), want, "downloaded content");
 }
+
+/// Issue 16: the stanza `tunnel ssh-config` prints works when the binary's path has
+/// a space and a quote in it (as `~/My Tools/` or `C:\Program Files\` do).
+#[test]
+fn ssh_config_stanza_works_from_a_path_with_spaces() {
+    let sshd = Sshd::start();
+    sshd.trust_host("ssh.test");
+    let edge = edge_for(&sshd);
+    let dir = support::tempdir();
+    let odd = dir.path().join("my tools 'n 100%");
+    std::fs::create_dir(&odd).unwrap();
+    let exe = odd.join("tunnel");
+    if std::fs::hard_link(support::bin(), &exe).is_err() {
+        std::fs::copy(support::bin(), &exe).unwrap();
+    }
+    let out = std::process::Command::new(&exe)
+        .args(["ssh-config", "--hostname", "http://ssh.test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stanza = String::from_utf8(out.stdout).unwrap();
+    let proxy = stanza
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ProxyCommand "))
+        .unwrap_or_else(|| panic!("no ProxyCommand in {stanza:?}"));
+    let proxy = format!(
+        "{proxy} --connect-to {} --id ci.access --secret s3cret",
+        edge.connect_to()
+    );
+    let mut cmd = sshd.command("ssh", Some(&proxy));
+    cmd.arg(format!("{}@ssh.test", sshd.user))
+        .arg("echo quoted");
+    let out = output_with_timeout(cmd, SSH_LIMIT);
+    assert_ok("ssh through the printed stanza", &out, &sshd, &edge);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "quoted\n");
+}

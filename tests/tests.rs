@@ -1,5 +1,9 @@
 //! End-to-end tests: one test binary (as ripgrep does), one module per area. Every
 //! test drives the real `tunnel` binary over real sockets on loopback.
+//!
+//! They run on a Unix host (they drive sshd, PostgreSQL, `kill` and Python hooks);
+//! the Windows build is proven from Linux by the `windows` module, under Wine.
+#![cfg(unix)]
 
 mod support;
 
@@ -21,3 +25,4 @@ mod security;
 mod ssh;
 mod status;
 mod up;
+mod windows;

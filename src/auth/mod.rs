@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod jwt;
 pub mod login;
 pub mod metadata;
+mod private;
 pub mod store;
 pub mod transfer;
 

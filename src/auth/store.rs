@@ -1,20 +1,23 @@
 //! The token cache (README: "Logging in"): one directory (0700), app tokens in
 //! `<app_hostname>-<aud>-token`, org tokens in `<auth_domain>-org-token`, each the
-//! compact JWT, 0600, written atomically. `<file>.lock` guards a login in progress
-//! (created exclusively; holds the owner's pid and start time; a dead owner's lock is
-//! reclaimed) and `<file>.url` holds its login URL for other processes to show.
+//! compact JWT, 0600, written atomically. A login in progress holds an OS file lock
+//! on `<file>.lock` (`File::try_lock`: `flock` on Unix, `LockFileEx` on Windows), which
+//! the OS releases when its holder exits or dies, on every platform; the lock file
+//! itself stays (empty and unlocked), since deleting a lock file others may have open
+//! would let two processes hold "the" lock. `<file>.url` holds the login URL for other
+//! processes to show. No file is written through a symbolic link (see [`private`]).
 //!
-//! The file names match `cloudflared`'s, so `--token-dir ~/.cloudflared` shares its
-//! cache.
+//! The file names match `cloudflared`'s, so `--token-dir ~/.cloudflared` (on Windows
+//! `%USERPROFILE%\.cloudflared`) shares its cache.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File, TryLockError};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
 use super::jwt::{self, TokenClaims};
+use super::private;
 use crate::secret::Secret;
 
 /// A cache operation that failed.
@@ -45,39 +48,35 @@ pub struct Cached {
 }
 
 impl Store {
-    /// The default directory: `<config dir>/tunnel` (e.g. `~/.config/tunnel`).
+    /// The default directory: `<config dir>/tunnel`, the OS's per-user config
+    /// directory: `~/.config/tunnel` on Linux (`$XDG_CONFIG_HOME`),
+    /// `~/Library/Application Support/tunnel` on macOS, `%APPDATA%\tunnel` on Windows.
     pub fn default_dir() -> PathBuf {
         dirs::config_dir()
             .unwrap_or_else(|| PathBuf::from("."))
             .join("tunnel")
     }
 
-    /// Open (creating, mode 0700) the cache at `dir`. A directory others can read
-    /// is tightened to 0700, with a warning.
+    /// Open (creating, private to the user) the cache at `dir`. A directory others
+    /// can read is tightened to 0700 on Unix, with a warning.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let err = |what: String| StoreError {
             path: dir.to_path_buf(),
             what,
         };
         if !dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| err(format!("cannot create: {e}")))?;
+            private::create_dir(dir).map_err(|e| err(format!("cannot create: {e}")))?;
         }
         let meta = fs::metadata(dir).map_err(|e| err(format!("cannot read: {e}")))?;
         if !meta.is_dir() {
             return Err(err("is not a directory; pass another --token-dir".into()));
         }
-        if meta.permissions().mode() & 0o077 != 0 {
+        if private::open_to_others(&meta) {
             warn!(
                 "token cache {} was readable by others; setting it to 0700",
                 dir.display()
             );
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| err(format!("cannot restrict to 0700: {e}")))?;
+            private::restrict_dir(dir).map_err(|e| err(format!("cannot restrict to 0700: {e}")))?;
         }
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -108,23 +107,28 @@ impl Store {
             path: path.to_path_buf(),
             what,
         };
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let mut file = match private::open(path, fs::OpenOptions::new().read(true)) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(err(e.to_string()));
+            }
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
-        if !meta.is_file() {
-            return Err(err("is not a regular file; remove it".into()));
-        }
-        if meta.permissions().mode() & 0o077 != 0 {
+        let meta = file
+            .metadata()
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        if private::open_to_others(&meta) {
             warn!(
                 "token file {} was readable by others; setting it to 0600",
                 path.display()
             );
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            private::restrict_file(&file)
                 .map_err(|e| err(format!("cannot restrict to 0600: {e}")))?;
         }
-        let text = fs::read_to_string(path).unwrap_or_default();
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        drop(file);
         let token = text.trim();
         let claims = match jwt::claims(token) {
             Ok(c) => c,
@@ -153,20 +157,7 @@ impl Store {
     /// Write `token` to `path`: mode 0600, atomically (a crash leaves the old file
     /// or the new one, never half of one).
     pub fn write(&self, path: &Path, token: &str) -> Result<(), StoreError> {
-        let err = |what: String| StoreError {
-            path: path.to_path_buf(),
-            what,
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-token-")
-            .tempfile_in(&self.dir)
-            .map_err(|e| err(format!("cannot create a temporary file: {e}")))?;
-        tmp.write_all(token.as_bytes())
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| err(format!("cannot write: {e}")))?;
-        tmp.persist(path)
-            .map_err(|e| err(format!("cannot save: {}", e.error)))?;
-        Ok(())
+        write_atomic(&self.dir, path, token.as_bytes())
     }
 
     /// Delete `path` if present.
@@ -200,79 +191,89 @@ impl Store {
         Ok(files)
     }
 
-    /// Try to take the login lock for `token_path`. `Ok(None)` when a live process
-    /// holds it; a lock left by a dead process is reclaimed.
+    /// Try to take the login lock for `token_path`: `Ok(None)` when another
+    /// process (or another lock in this one) holds it. The OS releases it when its
+    /// holder exits, however it exits.
     pub fn try_lock(&self, token_path: &Path) -> Result<Option<LoginLock>, StoreError> {
         let path = with_suffix(token_path, ".lock");
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let me = std::process::id();
-                    let _ = writeln!(f, "{me} {}", process_start(me).unwrap_or(0));
-                    return Ok(Some(LoginLock {
-                        lock: path,
-                        url: with_suffix(token_path, ".url"),
-                    }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if lock_owner_alive(&path) {
-                        return Ok(None);
-                    }
-                    warn!(
-                        "reclaiming login lock {} left by a process that is gone",
-                        path.display()
-                    );
-                    self.remove(&path)?;
-                }
-                Err(e) => {
-                    return Err(StoreError {
-                        path,
-                        what: format!("cannot create the login lock: {e}"),
-                    });
-                }
-            }
+        let err = |what: String| StoreError {
+            path: path.clone(),
+            what,
+        };
+        let mut opts = fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        let file = private::open(&path, &mut opts).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => err(e.to_string()),
+            _ => err(format!("cannot open the login lock: {e}")),
+        })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(LoginLock {
+                _file: file,
+                dir: self.dir.clone(),
+                url: with_suffix(token_path, ".url"),
+            })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(err(format!("cannot lock: {e}"))),
         }
-        Ok(None)
     }
 
     /// The login URL another process is showing for `token_path`, if any.
     pub fn login_url(&self, token_path: &Path) -> Option<String> {
-        fs::read_to_string(with_suffix(token_path, ".url"))
-            .ok()
-            .map(|s| s.trim().to_string())
-    }
-
-    /// Whether a live process holds the login lock for `token_path`.
-    pub fn locked(&self, token_path: &Path) -> bool {
-        let path = with_suffix(token_path, ".lock");
-        path.exists() && lock_owner_alive(&path)
+        let mut f = private::open(
+            &with_suffix(token_path, ".url"),
+            fs::OpenOptions::new().read(true),
+        )
+        .ok()?;
+        let mut url = String::new();
+        f.read_to_string(&mut url).ok()?;
+        Some(url.trim().to_string())
     }
 }
 
-/// A held login lock; dropping it removes the lock and URL files.
+/// A held login lock (an OS lock on the open `.lock` file, released when this is
+/// dropped or the process ends); dropping it also removes the URL file.
 #[derive(Debug)]
 pub struct LoginLock {
-    lock: PathBuf,
+    _file: File,
+    dir: PathBuf,
     url: PathBuf,
 }
 
 impl LoginLock {
-    /// Publish the login URL for other processes waiting on this login.
+    /// Publish the login URL for other processes waiting on this login (atomically,
+    /// never through a link planted at the `.url` path).
     pub fn publish_url(&self, url: &str) {
-        let _ = fs::write(&self.url, url);
+        if let Err(e) = write_atomic(&self.dir, &self.url, url.as_bytes()) {
+            warn!("{e}");
+        }
     }
 }
 
 impl Drop for LoginLock {
     fn drop(&mut self) {
+        // Before the lock is released (when `_file` drops after this).
         let _ = fs::remove_file(&self.url);
-        let _ = fs::remove_file(&self.lock);
     }
+}
+
+/// Write `bytes` to `path` through a temporary file in `dir` (created exclusively,
+/// 0600) renamed over it: atomic, and a symbolic link at `path` is replaced, never
+/// followed.
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let err = |what: String| StoreError {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-token-")
+        .tempfile_in(dir)
+        .map_err(|e| err(format!("cannot create a temporary file: {e}")))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| err(format!("cannot write: {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| err(format!("cannot save: {}", e.error)))?;
+    Ok(())
 }
 
 /// `/` and `*` in a name become `-`, as `cloudflared` does.
@@ -284,31 +285,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// The owner recorded in a lock file is alive (same pid, same start time). An
-/// unreadable lock counts as alive, so we never steal one we cannot judge.
-fn lock_owner_alive(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(path) else {
-        return true;
-    };
-    let mut parts = text.split_whitespace();
-    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
-    let start = parts.next().and_then(|s| s.parse::<u64>().ok());
-    match (pid, start) {
-        (Some(pid), Some(start)) => process_start(pid).is_some_and(|s| start == 0 || s == start),
-        // Being written right now by its creator.
-        _ => true,
-    }
-}
-
-/// A process's start time (clock ticks since boot, from /proc), or `None` if it
-/// does not exist.
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: split after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -346,16 +322,10 @@ mod tests {
     fn write_read_and_reject() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("cache")).unwrap();
-        let mode = fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
         let p = store.app_token_path("db.test", "aud1");
         store
             .write(&p, &token(jwt::now_secs() + 60, "aud1"))
             .unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
         assert!(store.read(&p, Some("aud1")).unwrap().is_some());
         // Wrong aud: deleted.
         assert!(store.read(&p, Some("aud2")).unwrap().is_none());
@@ -370,20 +340,36 @@ mod tests {
             fs::write(&p, junk).unwrap();
             assert!(store.read(&p, None).unwrap().is_none());
         }
-        // World-readable: tightened.
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unix_modes_are_0700_and_0600_and_loose_ones_are_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        assert_eq!(mode(store.dir()), 0o700);
+        let p = store.app_token_path("db.test", "aud1");
         store
             .write(&p, &token(jwt::now_secs() + 60, "aud1"))
             .unwrap();
+        assert_eq!(mode(&p), 0o600);
+        let lock = store.try_lock(&p).unwrap().unwrap();
+        lock.publish_url("https://login");
+        assert_eq!(mode(&with_suffix(&p, ".lock")), 0o600);
+        assert_eq!(mode(&with_suffix(&p, ".url")), 0o600);
+        // World-readable: tightened.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(store.read(&p, Some("aud1")).unwrap().is_some());
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(mode(&p), 0o600);
+        fs::set_permissions(store.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::open(store.dir()).unwrap();
+        assert_eq!(mode(store.dir()), 0o700);
     }
 
     #[test]
-    fn locks_are_exclusive_and_dead_owners_are_reclaimed() {
+    fn the_lock_is_exclusive_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let p = store.app_token_path("db.test", "aud1");
@@ -392,12 +378,55 @@ mod tests {
         assert_eq!(store.login_url(&p).as_deref(), Some("https://login"));
         assert!(
             store.try_lock(&p).unwrap().is_none(),
-            "held by a live process (us)"
+            "held by our first lock"
         );
         drop(lock);
         assert!(store.login_url(&p).is_none());
-        // A lock whose owner is gone (pid that cannot exist).
-        fs::write(with_suffix(&p, ".lock"), "4194304999 1\n").unwrap();
-        assert!(store.try_lock(&p).unwrap().is_some());
+        assert!(store.try_lock(&p).unwrap().is_some(), "released on drop");
+    }
+
+    /// Issue 10 item 4: a link planted at any cache path is replaced or refused,
+    /// never written through.
+    #[cfg(unix)]
+    #[test]
+    fn issue_10_no_cache_file_is_written_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let p = store.app_token_path("db.test", "aud1");
+        let plant = |suffix: &str| {
+            let link = with_suffix(&p, suffix);
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink(&victim, &link).unwrap();
+            link
+        };
+        // The URL file: replaced by a regular file, the link's target untouched.
+        plant(".url");
+        let lock = store.try_lock(&p).unwrap().unwrap();
+        lock.publish_url("https://login");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(
+            !fs::symlink_metadata(with_suffix(&p, ".url"))
+                .unwrap()
+                .is_symlink()
+        );
+        drop(lock);
+        // The token file: replaced, and a planted one is refused on read.
+        let token = token(jwt::now_secs() + 60, "aud1");
+        plant("");
+        let e = store.read(&p, None).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        store.write(&p, &token).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(&p).unwrap(), token);
+        // The lock file: refused with a message saying what to do.
+        plant(".lock");
+        let e = store.try_lock(&p).unwrap_err();
+        assert!(
+            e.to_string().contains("symbolic link") && e.to_string().contains("remove it"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
     }
 }

@@ -333,15 +333,18 @@ fn create_key(path: &Path) -> Result<KeyPair, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn key_is_created_0600_and_tokens_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         let a = Issuer::load_or_create(&path, "auth.test").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
         let b = Issuer::load_or_create(&path, "auth.test").unwrap();
         assert_eq!(a.kid, b.kid, "the key is reused, not regenerated");
 

@@ -54,7 +54,9 @@ impl Proc {
 
     /// Everything the child wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.0.lock().unwrap().clone()
+        // A panic in `wait_for` poisons the lock; the text is still what we want.
+        let text = self.stderr.0.lock();
+        text.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Wait until stderr contains `needle` (returns the line holding it); panic with
