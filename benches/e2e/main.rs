@@ -14,7 +14,9 @@
 //! control on the WAN link, e.g. `cubic`; default the system's), `BENCH_WAN=off` (no WAN),
 //! `BENCH_ONLY=wan` (only the WAN section, written to `target/bench/wan.json`),
 //! `BENCH_ONLY=login_flood` (only handshake latency idle and under a flood of
-//! `BENCH_FLOOD` concurrent bogus logins, 40, written to `target/bench/login_flood.json`).
+//! `BENCH_FLOOD` concurrent bogus logins, 40, written to `target/bench/login_flood.json`),
+//! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
+//! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to
 //! prove the harness works, and writes `target/bench/smoke.json`.
@@ -29,6 +31,7 @@ mod measure;
 mod peers;
 mod setup;
 mod tun;
+mod up_idle;
 mod wan;
 
 use std::collections::BTreeMap;
@@ -194,6 +197,18 @@ fn main() {
         std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nwrote {}", file.display());
         return;
+    }
+    if !full || std::env::var("BENCH_ONLY").is_ok_and(|v| v == "up_idle") {
+        let tunnels = scale("BENCH_UP_TUNNELS", 20, 3) as usize;
+        let v = up_idle::section(bin, tunnels, scale("BENCH_UP_SECS", 10, 1));
+        up_idle::print(&v);
+        if full {
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("up_idle.json");
+            std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+            println!("\nwrote {}", file.display());
+            return;
+        }
     }
     let origin = setup::origin();
     let relay = setup::relay(setup::relay(origin));

@@ -158,7 +158,7 @@ impl Drop for Proc {
 
 /// Start `cmd` with stderr piped; a thread drains stderr into the tail, and hands
 /// the first `listening on ADDR` it sees to the returned receiver.
-fn start(mut cmd: Command) -> Result<(Proc, std::sync::mpsc::Receiver<SocketAddr>), String> {
+pub fn start(mut cmd: Command) -> Result<(Proc, std::sync::mpsc::Receiver<SocketAddr>), String> {
     let what = format!("{cmd:?}");
     let mut child = cmd
         .stdout(Stdio::null())
