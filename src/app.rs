@@ -10,62 +10,14 @@ use tracing::info;
 
 use clap::CommandFactory;
 
+pub use crate::access::{target_from, target_with_locks};
 use crate::cli::{AccessArgs, Cli, Command, EdgeArgs, EdgeTool};
-use crate::client::listen::{self, ListenError};
-use crate::client::{ConnError, Credentials, Target, TargetError, stdio, target};
+use crate::client::listen;
+use crate::client::{Target, stdio};
 use crate::edge::{self, Config, Edge, EdgeError};
-use crate::secret::Secret;
 use crate::{commands, exit, shutdown};
 
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Flags that do not fit together.
-    #[error("{0}")]
-    Usage(String),
-    /// A malformed `--hostname`, `--destination`, `--connect-to` or `-H`.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    /// A `--url` that could not be bound.
-    #[error(transparent)]
-    Listen(#[from] ListenError),
-    /// `--ca-file` (or `SSL_CERT_FILE`) unusable.
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-    /// No token could be had (login needed, failed, cache unusable).
-    #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
-    /// A tunnelled connection failed (stdio mode).
-    #[error(transparent)]
-    Conn(#[from] ConnError),
-    /// The edge could not start.
-    #[error(transparent)]
-    Edge(#[from] EdgeError),
-    /// A config file (`tunnel up`) that does not parse or validate.
-    #[error("{0}")]
-    Config(String),
-    /// Stopped by a signal before finishing.
-    #[error("interrupted")]
-    Interrupted,
-    /// Writing output or another local operation failed.
-    #[error("{0}")]
-    Io(String),
-}
-
-impl Error {
-    /// The process exit code (see [`crate::exit`] and the README).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) | Error::Target(_) => exit::USAGE,
-            Error::Listen(ListenError::BadAddress(_) | ListenError::Unusable { .. }) => exit::USAGE,
-            Error::Listen(_) | Error::Tls(_) | Error::Edge(_) | Error::Io(_) => exit::LOCAL,
-            Error::Config(_) => exit::LOCAL,
-            Error::Conn(e) => e.exit_code(),
-            Error::Auth(e) => e.exit_code(),
-            Error::Interrupted => exit::INTERRUPTED,
-        }
-    }
-}
+pub use crate::error::Error;
 
 /// Run `command` until it finishes or `shutdown` is cancelled; `Ok` carries the
 /// exit code (0, or curl's own for `tunnel curl`).
@@ -268,87 +220,6 @@ async fn check_credentials(target: &Target) -> Result<(), Error> {
     Ok(())
 }
 
-/// Validate the access flags into the [`Target`] every connection uses.
-pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
-    target_with_locks(args, None)
-}
-
-/// [`target_from`], sharing `org_locks` (one login per auth domain) with the other
-/// tunnels of this process.
-pub fn target_with_locks(
-    args: &AccessArgs,
-    org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
-) -> Result<Target, Error> {
-    let mut t = Target::parse(&args.hostname)?;
-    if let Some(c) = &args.edge.connect_to {
-        t.connect_to = Some(target::parse_host_port("--connect-to", c)?);
-    }
-    if let Some(d) = &args.destination {
-        t.destination = Some(target::parse_host_port("--destination", d)?);
-    }
-    for h in &args.header {
-        t.headers.push(target::parse_header(h)?);
-    }
-    let one_line = |flag: &'static str, value: Option<&str>| match value {
-        Some(v) if v.chars().any(|c| c.is_control()) => Err(TargetError::Credential(flag)),
-        _ => Ok(()),
-    };
-    one_line("--service-token-id", args.service_token_id.as_deref())?;
-    one_line(
-        "--service-token-secret",
-        args.service_token_secret.as_deref(),
-    )?;
-    one_line("--token", args.token.as_deref())?;
-    let id = args.service_token_id.as_deref().filter(|s| !s.is_empty());
-    let secret = args
-        .service_token_secret
-        .as_deref()
-        .filter(|s| !s.is_empty());
-    let token = args.token.as_deref().filter(|s| !s.is_empty());
-    t.credentials = match (id, secret, token) {
-        (Some(_), Some(_), Some(_)) => {
-            return Err(Error::Usage(
-                "give either --token or a service token (--service-token-id/--service-token-secret), not both".into(),
-            ));
-        }
-        (Some(id), Some(secret), None) => Credentials::ServiceToken {
-            id: id.to_string(),
-            secret: Secret::new(secret),
-        },
-        (Some(_), None, _) => {
-            return Err(Error::Usage(
-                "--service-token-id needs --service-token-secret too".into(),
-            ));
-        }
-        (None, Some(_), _) => {
-            return Err(Error::Usage(
-                "--service-token-secret needs --service-token-id too".into(),
-            ));
-        }
-        (None, None, Some(tok)) => Credentials::Token(Secret::new(tok)),
-        (None, None, None) => Credentials::None,
-    };
-    if t.connect_to.is_none() {
-        t.proxy = crate::client::proxy::from_env(t.tls, &t.host, |k| std::env::var(k).ok());
-    }
-    if t.tls || args.edge.ca_file.is_some() {
-        t.tls_config = Some(crate::tls::client_config(args.edge.ca_file.as_deref())?);
-    }
-    if matches!(t.credentials, Credentials::None) {
-        let auth = commands::auth_with_locks(
-            &t,
-            args.edge.token_dir.as_deref(),
-            args.edge.transfer_url.clone(),
-            t.connect_to.clone(),
-            args.edge.ca_file.as_deref(),
-            true,
-            org_locks,
-        )?;
-        t.auth = Some(Arc::new(auth));
-    }
-    Ok(t)
-}
-
 /// The `~/.ssh/config` stanza for the app `t`, with `exe` (this program's path)
 /// quoted for the OS it runs on.
 pub fn ssh_config(t: &Target, exe: &str) -> String {
@@ -540,9 +411,6 @@ fn read_new_password() -> Result<String, Error> {
     }
     Ok(password)
 }
-
-/// How long the demo waits for its round trip.
-pub const DEMO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `exe` as the program of an ssh `ProxyCommand`. `%` is doubled (ssh expands
 /// `%h` and friends there). Unix ssh runs the line with `/bin/sh -c`, so a path

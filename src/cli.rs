@@ -153,7 +153,7 @@ pub struct DoctorArgs {
 /// Flags of `up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The tunnels file (TOML) [default: <config dir>/tunnel/up.toml].
+    /// The tunnels file (TOML) [default: CONFIG_DIR/tunnel/up.toml].
     #[arg(long, short = 'c', env = "TUNNEL_UP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Validate the file, print the plan (one line per tunnel) and exit.
@@ -307,7 +307,7 @@ pub struct AuthArgs {
 /// Flags of `login`.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// The app, e.g. https://app.example.com.
+    /// The app, e.g. `https://app.example.com`.
     pub url: String,
     /// Shared token flags.
     #[command(flatten)]
@@ -323,7 +323,7 @@ pub struct LoginArgs {
 /// Flags of `token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// The app, e.g. https://app.example.com.
+    /// The app, e.g. `https://app.example.com`.
     #[arg(long)]
     pub app: String,
     /// Shared token flags.

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Error;
+use crate::access::auth_for;
 use crate::auth::store::Store;
-use crate::auth::{AuthConfig, AuthError, Authenticator, jwt};
+use crate::auth::{AuthError, Authenticator, jwt};
 use crate::cli::{AuthArgs, CurlArgs, LoginArgs, LogoutArgs, TokenArgs};
 use crate::client::Target;
+use crate::error::Error;
 
 /// Build the login flow for the app at `url` from the shared flags.
 pub fn authenticator(
@@ -32,56 +33,6 @@ pub fn authenticator(
         args.edge.ca_file.as_deref(),
         interactive,
     )
-}
-
-/// The login flow for `target`, used by these commands and by `tcp`/`ssh`.
-pub fn auth_for(
-    target: &Target,
-    token_dir: Option<&Path>,
-    transfer_url: Option<String>,
-    connect_to: Option<String>,
-    ca_file: Option<&Path>,
-    interactive: bool,
-) -> Result<Authenticator, Error> {
-    auth_with_locks(
-        target,
-        token_dir,
-        transfer_url,
-        connect_to,
-        ca_file,
-        interactive,
-        None,
-    )
-}
-
-/// [`auth_for`], sharing `org_locks` with the other apps of this process.
-pub fn auth_with_locks(
-    target: &Target,
-    token_dir: Option<&Path>,
-    transfer_url: Option<String>,
-    connect_to: Option<String>,
-    ca_file: Option<&Path>,
-    interactive: bool,
-    org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
-) -> Result<Authenticator, Error> {
-    let tls = match &target.tls_config {
-        Some(c) => c.clone(),
-        None => crate::tls::client_config(ca_file)?,
-    };
-    let cfg = AuthConfig {
-        host: target.host.clone(),
-        host_header: target.host_header(),
-        scheme: if target.tls { "https" } else { "http" },
-        token_dir: token_dir
-            .map(PathBuf::from)
-            .unwrap_or_else(Store::default_dir),
-        transfer_url,
-        connect_to,
-        tls,
-        interactive,
-        org_locks,
-    };
-    Authenticator::new(cfg).map_err(Error::Auth)
 }
 
 /// What `--json` prints for a token.

@@ -10,12 +10,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{DEMO_TIMEOUT, Error};
 use crate::cli::DemoArgs;
 use crate::client::{Credentials, Target, listen};
 use crate::edge::{Config, Edge};
+use crate::error::Error;
 use crate::secret::Secret;
 use crate::shutdown::GRACE;
+
+/// How long the demo waits for its round trip.
+pub const DEMO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run the demo until `shutdown` (or right after the round trip with `--once`).
 pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> Result<(), Error> {

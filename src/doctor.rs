@@ -250,7 +250,7 @@ async fn upgrade(target: &Target, token: Option<&Secret>, app_url: &str) -> Step
 /// app and issuer, not expired.
 fn cached_token(
     auth: &Authenticator,
-    meta: &crate::auth::metadata::AppMetadata,
+    meta: &crate::protocol::metadata::AppMetadata,
     app_url: &str,
 ) -> (Step, Option<Secret>) {
     let files = auth.cache().all_token_files().unwrap_or_default();

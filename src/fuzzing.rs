@@ -198,7 +198,7 @@ pub fn hostname(data: &[u8]) {
 
 /// `data` as the byte stream a WebSocket peer sends, pumped by [`bridge::run`] as
 /// the edge (frames must be masked) and as the client, each against a local app
-/// and a peer on in-memory pipes, and checked against [`Reference`].
+/// and a peer on in-memory pipes, and checked against an independent reference decoder.
 pub fn frame(data: &[u8]) {
     for run in FRAME_RUNS {
         frame_run(data, run);

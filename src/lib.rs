@@ -3,6 +3,8 @@
 //!
 //! Modules, one job each:
 //! - [`protocol`]: header names, paths and claims both sides share (the wire contract).
+//! - [`access`]: validating the access flags into a `Target`, building a login flow.
+//! - [`error`]: the error every command returns, with its exit code.
 //! - [`app`]: running a parsed command, and its errors with their exit codes.
 //! - [`auth`]: login hand-off crypto, app metadata, token cache and login flow.
 //! - [`bridge`]: the data path, a byte stream pumped through a WebSocket with
@@ -26,6 +28,7 @@
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod bridge;
@@ -35,6 +38,7 @@ pub mod commands;
 pub mod demo;
 pub mod doctor;
 pub mod edge;
+pub mod error;
 pub mod exit;
 pub mod frame;
 pub mod fuzzing;

@@ -119,3 +119,10 @@ pub fn abort(socket: &TcpStream) {
 pub fn orderly(socket: &TcpStream) {
     let _ = socket2::SockRef::from(socket).set_linger(None);
 }
+
+/// TCP_NODELAY (every chunk is a message; don't delay small ones) and keepalive.
+pub fn tune(s: &tokio::net::TcpStream) {
+    let _ = s.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
+    let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
+}

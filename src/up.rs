@@ -17,10 +17,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::app::Error;
 use crate::auth::login::OrgLocks;
 use crate::cli::{AccessArgs, Reach};
 use crate::client::listen;
+use crate::error::Error;
 use crate::metrics::{Metrics, TunnelMetrics};
 
 /// How long a burst of change events may take before the file is read again.
@@ -236,7 +236,7 @@ pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
             keepalive_timeout,
             grace_period,
         };
-        crate::app::target_from(&tunnel.args()).map_err(|e| at(e.to_string()))?;
+        crate::access::target_from(&tunnel.args()).map_err(|e| at(e.to_string()))?;
         tunnels.push(tunnel);
     }
     if tunnels.is_empty() {
@@ -484,7 +484,7 @@ async fn start(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<Running, Error> {
-    let mut target = crate::app::target_with_locks(&tunnel.args(), Some(shared.locks.clone()))?;
+    let mut target = crate::access::target_with_locks(&tunnel.args(), Some(shared.locks.clone()))?;
     target.metrics = shared.metrics.clone().map(|metrics| TunnelMetrics {
         metrics,
         name: tunnel.name.clone(),

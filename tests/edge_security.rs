@@ -100,7 +100,7 @@ struct LoginPage {
 }
 
 fn login_page(edge: &Edge, from: &str) -> LoginPage {
-    let id = tunnel::auth::transfer::KeyPair::generate().id();
+    let id = tunnel::protocol::transfer::KeyPair::generate().id();
     let aud = tunnel::edge::config::derive_aud("db.test");
     let path = format!("/cdn-cgi/access/cli?token={id}&aud={aud}&redirect_url=%2F");
     let r = send_from(

@@ -578,7 +578,7 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 #[test]
 fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
     let mut w = World::start("1h");
-    let keys = tunnel::auth::transfer::KeyPair::generate();
+    let keys = tunnel::protocol::transfer::KeyPair::generate();
     let id = keys.id();
     let aud = tunnel::edge::config::derive_aud("db.test");
     let q =
@@ -671,7 +671,7 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
         .open(&body, &key)
         .expect("the hand-off opens with our key");
     assert!(
-        tunnel::auth::transfer::KeyPair::generate()
+        tunnel::protocol::transfer::KeyPair::generate()
             .open(&body, &key)
             .is_err(),
         "and only ours"

@@ -17,6 +17,7 @@ mod edge_security;
 mod examples;
 mod fuzz_seeds;
 mod handshake;
+mod layers;
 mod login;
 mod metrics;
 mod postgres;

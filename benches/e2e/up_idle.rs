@@ -20,9 +20,15 @@ const APP: &str = "bench.test";
 /// after they settle, read RSS and CPU over `secs` of idleness.
 pub fn section(bin: &Path, tunnels: usize, secs: u64) -> Value {
     let origin = setup::origin();
-    let (_edge, edge, _edge_dir) =
-        setup::edge(bin, origin, APP, false, None, "127.0.0.1:0".parse().unwrap())
-            .expect("edge starts");
+    let (_edge, edge, _edge_dir) = setup::edge(
+        bin,
+        origin,
+        APP,
+        false,
+        None,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("edge starts");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("up.toml");
     let mut text = format!("connect_to = \"{edge}\"\n");
@@ -56,7 +62,12 @@ pub fn section(bin: &Path, tunnels: usize, secs: u64) -> Value {
     let echoed = crate::measure::latency(listening[tunnels - 1], 1, 10);
     let mut tcp_cmd = setup::child_command(bin);
     tcp_cmd
-        .args(["tcp", "--hostname", &format!("http://{APP}"), "--connect-to"])
+        .args([
+            "tcp",
+            "--hostname",
+            &format!("http://{APP}"),
+            "--connect-to",
+        ])
         .arg(edge.to_string())
         .args(["--url", "127.0.0.1:0", "--id", TOKEN.0, "--secret", TOKEN.1])
         .env("TUNNEL_RUNTIME_DIR", &runtime)
@@ -88,7 +99,10 @@ pub fn print(v: &Value) {
     println!("\n== tunnel up, idle ==");
     println!(
         "{} tunnels in one `tunnel up`: {} KiB RSS; one `tunnel tcp`: {} KiB; {:.0} KiB per extra tunnel",
-        v["tunnels"], v["up_rss_kib"], v["tcp_one_tunnel_rss_kib"], v["kib_per_extra_tunnel"].as_f64().unwrap_or(0.0)
+        v["tunnels"],
+        v["up_rss_kib"],
+        v["tcp_one_tunnel_rss_kib"],
+        v["kib_per_extra_tunnel"].as_f64().unwrap_or(0.0)
     );
     println!(
         "CPU while idle for {} s: up {:.1} ms, tcp {:.1} ms",

@@ -8,7 +8,7 @@
 //! and AUD under its own auth domain and receive that app's cached token.
 
 use super::jwt::TokenClaims;
-use super::metadata::AppMetadata;
+use crate::protocol::metadata::AppMetadata;
 
 /// The `iss` of tokens issued by `auth_domain`: `https://<auth_domain>`.
 pub fn issuer(auth_domain: &str) -> String {

@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::AuthError;
-use super::metadata::{AppMetadata, MATCH};
 use crate::protocol;
+use crate::protocol::metadata::{AppMetadata, MATCH};
 
 /// Oldest metadata we accept.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);

@@ -15,9 +15,9 @@ use tracing::info;
 use super::discovery::{self, AppInfo};
 use super::exchange::Outcome;
 use super::store::{Cached, LoginLock, Store};
-use super::transfer::KeyPair;
 use super::{AuthError, binding, browser, exchange};
 use crate::protocol;
+use crate::protocol::transfer::KeyPair;
 use crate::secret::Secret;
 
 /// Cloudflare's hand-off service, used when neither `--transfer-url` nor the app's
@@ -433,7 +433,7 @@ impl Authenticator {
         &self,
         info: &AppInfo,
         lock: &LoginLock,
-    ) -> Result<super::transfer::Handoff, AuthError> {
+    ) -> Result<crate::protocol::transfer::Handoff, AuthError> {
         let keys = KeyPair::generate();
         let id = keys.id();
         let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();

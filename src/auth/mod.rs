@@ -1,8 +1,9 @@
 //! Authentication, lazy and single-flight: [`login`] runs the flow (discovery,
 //! cached token, org-token exchange, browser login with the encrypted hand-off) for
-//! one app; [`store`] is the token cache; [`discovery`], [`exchange`],
-//! [`transfer`] and [`browser`] are its steps; [`jwt`] reads claims on the client;
-//! [`metadata`] holds the discovery claims both sides share.
+//! one app; [`store`] is the token cache; [`discovery`], [`exchange`] and
+//! [`browser`] are its steps (the hand-off crypto and the metadata claims both sides
+//! share live in [`crate::protocol`]); [`jwt`] reads claims on the client;
+//! [`binding`] says which token may go where.
 
 pub mod binding;
 pub mod browser;
@@ -10,10 +11,8 @@ pub mod discovery;
 pub mod exchange;
 pub mod jwt;
 pub mod login;
-pub mod metadata;
 mod private;
 pub mod store;
-pub mod transfer;
 
 pub use login::{AuthConfig, Authenticator, Obtained, Source};
 

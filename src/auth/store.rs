@@ -5,7 +5,7 @@
 //! the OS releases when its holder exits or dies, on every platform; the lock file
 //! itself stays (empty and unlocked), since deleting a lock file others may have open
 //! would let two processes hold "the" lock. `<file>.url` holds the login URL for other
-//! processes to show. No file is written through a symbolic link (see [`private`]).
+//! processes to show. No file is written through a symbolic link (see `auth/private.rs`).
 //!
 //! The file names match `cloudflared`'s, so `--token-dir ~/.cloudflared` (on Windows
 //! `%USERPROFILE%\.cloudflared`) shares its cache.

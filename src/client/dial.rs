@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderValue, Request, StatusCode};
-use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -283,7 +282,7 @@ async fn connect(addr: &str) -> Result<TcpStream, DialError> {
     for a in addrs {
         match TcpStream::connect(a).await {
             Ok(s) => {
-                tune(&s);
+                crate::serve::tune(&s);
                 return Ok(s);
             }
             Err(e) => last = e,
@@ -293,13 +292,6 @@ async fn connect(addr: &str) -> Result<TcpStream, DialError> {
         addr: addr.to_string(),
         source: last,
     })
-}
-
-/// TCP_NODELAY (every chunk is a message; don't delay small ones) and keepalive.
-pub fn tune(s: &TcpStream) {
-    let _ = s.set_nodelay(true);
-    let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
-    let _ = SockRef::from(s).set_tcp_keepalive(&keepalive);
 }
 
 /// What to do about a failed TLS handshake, by its cause: only an untrusted issuer

@@ -19,8 +19,8 @@ use http_body_util::Full;
 use super::Edge;
 use super::config::App;
 use super::issuer::{Claims, KIND_CODE, now_secs};
-use crate::auth::metadata::{AppMetadata, MATCH};
 use crate::protocol;
+use crate::protocol::metadata::{AppMetadata, MATCH};
 
 /// Lifetime of an exchange code.
 pub const CODE_TTL: Duration = Duration::from_secs(60);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::auth::transfer::Sealed;
+use crate::protocol::transfer::Sealed;
 
 /// How long one poll waits for the login before answering "pending".
 pub const POLL_WAIT: Duration = Duration::from_secs(30);

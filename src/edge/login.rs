@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 
 use super::Edge;
 use super::config::User;
-use crate::auth::transfer::{self, Handoff};
+use crate::protocol::transfer::{self, Handoff};
 
 /// Largest login form accepted.
 pub const MAX_FORM: usize = 16 * 1024;

@@ -130,7 +130,7 @@ async fn route(
     }
     if let Some(id) = path.strip_prefix("/transfer/") {
         let id = id.to_string();
-        if crate::auth::transfer::decode_key(&id).is_ok() {
+        if crate::protocol::transfer::decode_key(&id).is_ok() {
             // Shown on the login page: which terminal waits for this login.
             edge.handoffs.record_poll(&id, peer.ip());
         }
@@ -238,7 +238,7 @@ async fn route(
             );
         }
     };
-    crate::client::dial::tune(&origin);
+    crate::serve::tune(&origin);
     let metrics = edge.metrics.get().cloned();
     let app_label = app.hostname.clone();
     if let Some(m) = &metrics {

@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tunnel::auth::metadata::{AppMetadata, MATCH};
 use tunnel::edge::Issuer;
+use tunnel::protocol::metadata::{AppMetadata, MATCH};
 use tunnel::protocol::now_secs;
 
 /// What the hostile edge claims in its metadata.

@@ -1,6 +1,10 @@
 //! The wire contract shared by our client and our edge, compatible with Cloudflare
-//! Access and stock `cloudflared access` (README: "How it works"), and the few
-//! types both sides read: the audience claim and the clock.
+//! Access and stock `cloudflared access` (README: "How it works"), and what both
+//! sides read: the audience claim, the clock, randomness, the app metadata claims
+//! ([`metadata`]) and the login hand-off's crypto ([`transfer`]).
+
+pub mod metadata;
+pub mod transfer;
 
 use serde::{Deserialize, Serialize};
 
