@@ -78,7 +78,7 @@ pub fn target_with_locks(
         t.tls_config = Some(crate::tls::client_config(args.edge.ca_file.as_deref())?);
     }
     if matches!(t.credentials, Credentials::None) {
-        let auth = auth_with_locks(
+        let auth = auth_for(
             &t,
             args.edge.token_dir.as_deref(),
             args.edge.transfer_url.clone(),
@@ -92,28 +92,9 @@ pub fn target_with_locks(
     Ok(t)
 }
 
-/// The login flow for `target`, used by these commands and by `tcp`/`ssh`.
+/// The login flow for `target`, used by the token commands and by `tcp`/`ssh`;
+/// `org_locks` is shared with the other apps of this process (`tunnel up`).
 pub fn auth_for(
-    target: &Target,
-    token_dir: Option<&Path>,
-    transfer_url: Option<String>,
-    connect_to: Option<String>,
-    ca_file: Option<&Path>,
-    interactive: bool,
-) -> Result<Authenticator, Error> {
-    auth_with_locks(
-        target,
-        token_dir,
-        transfer_url,
-        connect_to,
-        ca_file,
-        interactive,
-        None,
-    )
-}
-
-/// [`auth_for`], sharing `org_locks` with the other apps of this process.
-pub fn auth_with_locks(
     target: &Target,
     token_dir: Option<&Path>,
     transfer_url: Option<String>,

@@ -32,6 +32,7 @@ pub fn authenticator(
         connect_to,
         args.edge.ca_file.as_deref(),
         interactive,
+        None,
     )
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::login::echo;
 use crate::support::origin::EchoOrigin;
-use crate::support::{CI_TOKEN, Edge, Proc, bin, tempdir};
+use crate::support::{CI_TOKEN, Edge, Proc, tempdir, tunnel_tcp};
 
 /// The address a process reported in its `metrics on http://ADDR/metrics` line.
 fn metrics_addr(p: &mut Proc) -> SocketAddr {
@@ -77,28 +77,10 @@ fn start() -> Running {
         origin.addr
     ));
     let edge_metrics = metrics_addr(&mut edge.proc);
-    let to = edge.connect_to();
-    let mut tcp = Proc::spawn(
-        bin(),
-        [
-            "tcp",
-            "--hostname",
-            "http://db.test",
-            "--connect-to",
-            &to,
-            "--url",
-            "127.0.0.1:0",
-            "--id",
-            "ci.access",
-            "--secret",
-            "s3cret",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let service = ["--id", "ci.access", "--secret", "s3cret"];
+    let extra = [&service[..], &["--metrics", "127.0.0.1:0"]].concat();
+    let (mut tcp, local) = tunnel_tcp(&edge, "http://db.test", &extra);
     let tcp_metrics = metrics_addr(&mut tcp);
-    let local = tcp.wait_listening();
     Running {
         _origin: origin,
         _edge_proc: edge,

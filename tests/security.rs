@@ -12,7 +12,7 @@ use base64::Engine;
 use tunnel::edge::Issuer;
 
 use crate::login::World;
-use crate::support::hostile::{Claim, Hostile};
+use crate::support::hostile::Hostile;
 use crate::support::origin::EchoOrigin;
 use crate::support::{CI_TOKEN, Edge, Proc, assert_exit, bin, run, tempdir};
 
@@ -103,6 +103,14 @@ fn recording_browser(dir: &Path) -> (PathBuf, PathBuf) {
     (script, log)
 }
 
+/// `tunnel login https://evil.test` aimed at `hostile`, with `env`.
+fn login_at(hostile: &Hostile, env: &[(&str, &str)]) -> std::process::Output {
+    let reach = hostile.reach();
+    let mut args = vec!["login", "https://evil.test"];
+    args.extend(reach.iter().map(String::as_str));
+    run(&args, env)
+}
+
 /// Connect to a local listener, send a line, and read until the tunnel gives up.
 fn poke(addr: std::net::SocketAddr) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -117,36 +125,23 @@ fn a_hostile_edge_claiming_another_app_gets_no_token_and_deletes_nothing() {
     let victim = Victim::new();
     // A server with a certificate the client trusts, its own keys and auth domain,
     // claiming the victim app's hostname and (public) AUD.
-    let hostile = Hostile::start(
-        "evil.test",
-        Claim {
-            app_hostname: "db.test".into(),
-            aud: victim.aud.clone(),
-            auth_domain: "evil.test".into(),
-        },
-    );
+    let hostile = Hostile::claiming("db.test", &victim.aud);
     let (browser, browser_log) = recording_browser(victim.cache.path());
-    let ca = hostile.ca.display().to_string();
-    let to = hostile.addr.to_string();
     let env = [
         ("TUNNEL_TOKEN_DIR", victim.cache.path().to_str().unwrap()),
         ("BROWSER", browser.to_str().unwrap()),
     ];
-    let mut p = Proc::spawn(
-        bin(),
-        [
-            "tcp",
-            "--hostname",
-            "https://evil.test",
-            "--connect-to",
-            &to,
-            "--ca-file",
-            &ca,
-            "--url",
-            "127.0.0.1:0",
-        ],
-        &env,
-    );
+    let mut args: Vec<String> = [
+        "tcp",
+        "--hostname",
+        "https://evil.test",
+        "--url",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(hostile.reach());
+    let mut p = Proc::spawn(bin(), &args, &env);
     let addr = p.wait_listening();
     poke(addr);
     poke(addr);
@@ -176,26 +171,10 @@ fn a_hostile_edge_claiming_another_app_gets_no_token_and_deletes_nothing() {
 fn a_hostile_edge_under_its_own_name_gets_nothing_it_did_not_issue() {
     let victim = Victim::new();
     // Self-consistent this time: its own host, its own auth domain, the victim's AUD.
-    let hostile = Hostile::start(
-        "evil.test",
-        Claim {
-            app_hostname: "evil.test".into(),
-            aud: victim.aud.clone(),
-            auth_domain: "evil.test".into(),
-        },
-    );
+    let hostile = Hostile::claiming("evil.test", &victim.aud);
     let (browser, _) = recording_browser(victim.cache.path());
-    let ca = hostile.ca.display().to_string();
-    let to = hostile.addr.to_string();
-    let out = run(
-        &[
-            "login",
-            "https://evil.test",
-            "--connect-to",
-            &to,
-            "--ca-file",
-            &ca,
-        ],
+    let out = login_at(
+        &hostile,
         &[
             ("TUNNEL_TOKEN_DIR", victim.cache.path().to_str().unwrap()),
             ("BROWSER", browser.to_str().unwrap()),
@@ -212,27 +191,11 @@ fn a_hostile_edge_under_its_own_name_gets_nothing_it_did_not_issue() {
 
 #[test]
 fn an_edge_cannot_make_the_client_read_a_huge_jwks() {
-    let hostile = Hostile::start(
-        "evil.test",
-        Claim {
-            app_hostname: "evil.test".into(),
-            aud: "aud1".into(),
-            auth_domain: "evil.test".into(),
-        },
-    );
+    let hostile = Hostile::claiming("evil.test", "aud1");
     *hostile.jwks_bytes.lock().unwrap() = 64 * 1024 * 1024;
     let cache = tempdir();
-    let ca = hostile.ca.display().to_string();
-    let to = hostile.addr.to_string();
-    let out = run(
-        &[
-            "login",
-            "https://evil.test",
-            "--connect-to",
-            &to,
-            "--ca-file",
-            &ca,
-        ],
+    let out = login_at(
+        &hostile,
         &[
             ("TUNNEL_TOKEN_DIR", cache.path().to_str().unwrap()),
             ("BROWSER", "false"),

@@ -179,6 +179,26 @@ mod tests {
         b.build().unwrap()
     }
 
+    /// The app of a real exchange: `/authorized` with its session cookie sets the
+    /// token `t`; anything else redirects to the auth domain's login and sets
+    /// `CF_AppSession=s1`.
+    async fn app_server(auth_port: u16, t: String) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        server(move |target, cookie| {
+            if target.starts_with("/cdn-cgi/access/authorized")
+                && cookie.contains("CF_AppSession=s1")
+            {
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: /\r\nSet-Cookie: CF_Authorization={t}; Path=/\r\nContent-Length: 0\r\n\r\n"
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://auth.test:{auth_port}/cdn-cgi/access/login/app.test?kid=a\r\nSet-Cookie: CF_AppSession=s1\r\nContent-Length: 0\r\n\r\n"
+                )
+            }
+        })
+        .await
+    }
+
     fn found(location: &str) -> String {
         format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
     }
@@ -239,16 +259,7 @@ mod tests {
         })
         .await;
         let auth_port = auth.port();
-        let (app, app_seen) = server(move |target, cookie| {
-            if target.starts_with("/cdn-cgi/access/authorized") && cookie.contains("CF_AppSession=s1") {
-                format!("HTTP/1.1 302 Found\r\nLocation: /\r\nSet-Cookie: CF_Authorization={t}; Path=/\r\nContent-Length: 0\r\n\r\n")
-            } else {
-                format!(
-                    "HTTP/1.1 302 Found\r\nLocation: http://auth.test:{auth_port}/cdn-cgi/access/login/app.test?kid=a\r\nSet-Cookie: CF_AppSession=s1\r\nContent-Length: 0\r\n\r\n"
-                )
-            }
-        })
-        .await;
+        let (app, app_seen) = app_server(auth_port, t).await;
         // The auth server redirects to a relative /authorized: on its own host, which
         // is not the app: no token, and the app session cookie does not go there.
         let http = client(&[("app.test", app), ("auth.test", auth)]);
@@ -309,16 +320,7 @@ mod tests {
         })
         .await;
         let auth_port = auth.port();
-        let (app, _) = server(move |target, cookie| {
-            if target.starts_with("/cdn-cgi/access/authorized") && cookie.contains("CF_AppSession=s1") {
-                format!("HTTP/1.1 302 Found\r\nLocation: /\r\nSet-Cookie: CF_Authorization={t}; Path=/\r\nContent-Length: 0\r\n\r\n")
-            } else {
-                format!(
-                    "HTTP/1.1 302 Found\r\nLocation: http://auth.test:{auth_port}/cdn-cgi/access/login/app.test?kid=a\r\nSet-Cookie: CF_AppSession=s1\r\nContent-Length: 0\r\n\r\n"
-                )
-            }
-        })
-        .await;
+        let (app, _) = app_server(auth_port, t).await;
         *app_port.lock().unwrap() = app.port();
         let http = client(&[("app.test", app), ("auth.test", auth)]);
         let app_url = format!("http://app.test:{}/", app.port());

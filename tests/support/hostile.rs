@@ -93,6 +93,29 @@ impl Hostile {
         }
     }
 
+    /// `evil.test` with its own auth domain (`evil.test`), claiming to be the app
+    /// `app_hostname` with AUD `aud`.
+    pub fn claiming(app_hostname: &str, aud: &str) -> Hostile {
+        Hostile::start(
+            "evil.test",
+            Claim {
+                app_hostname: app_hostname.into(),
+                aud: aud.into(),
+                auth_domain: "evil.test".into(),
+            },
+        )
+    }
+
+    /// The client flags that reach it: `--connect-to ADDR --ca-file CA`.
+    pub fn reach(&self) -> Vec<String> {
+        vec![
+            "--connect-to".into(),
+            self.addr.to_string(),
+            "--ca-file".into(),
+            self.ca.display().to_string(),
+        ]
+    }
+
     /// Everything it received, as one string.
     pub fn transcript(&self) -> String {
         self.seen.lock().unwrap().join("\n")
