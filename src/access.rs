@@ -36,14 +36,22 @@ pub fn target_with_locks(
         Some(v) if v.chars().any(|c| c.is_control()) => Err(TargetError::Credential(flag)),
         _ => Ok(()),
     };
-    one_line("--service-token-id", args.service_token_id.as_deref())?;
+    one_line(
+        "--service-token-id",
+        args.service.service_token_id.as_deref(),
+    )?;
     one_line(
         "--service-token-secret",
-        args.service_token_secret.as_deref(),
+        args.service.service_token_secret.as_deref(),
     )?;
     one_line("--token", args.token.as_deref())?;
-    let id = args.service_token_id.as_deref().filter(|s| !s.is_empty());
+    let id = args
+        .service
+        .service_token_id
+        .as_deref()
+        .filter(|s| !s.is_empty());
     let secret = args
+        .service
         .service_token_secret
         .as_deref()
         .filter(|s| !s.is_empty());

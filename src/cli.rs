@@ -130,21 +130,9 @@ pub struct DoctorArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Service token client id (check the path with it instead of a login).
-    #[arg(
-        long = "service-token-id",
-        visible_alias = "id",
-        env = "TUNNEL_SERVICE_TOKEN_ID"
-    )]
-    pub service_token_id: Option<String>,
-    /// Service token client secret.
-    #[arg(
-        long = "service-token-secret",
-        visible_alias = "secret",
-        env = "TUNNEL_SERVICE_TOKEN_SECRET",
-        hide_env_values = true
-    )]
-    pub service_token_secret: Option<String>,
+    /// A service token to check the path with instead of a login.
+    #[command(flatten)]
+    pub service: ServiceToken,
     /// How to reach the edge and where tokens are cached.
     #[command(flatten)]
     pub edge: Reach,
@@ -199,21 +187,9 @@ pub struct AccessArgs {
     /// Bastion mode: the `host:port` the edge should connect this stream to.
     #[arg(long, env = "TUNNEL_SERVICE_DESTINATION", value_name = "HOST:PORT")]
     pub destination: Option<String>,
-    /// Service token client id (machines: no browser, ever).
-    #[arg(
-        long = "service-token-id",
-        visible_alias = "id",
-        env = "TUNNEL_SERVICE_TOKEN_ID"
-    )]
-    pub service_token_id: Option<String>,
-    /// Service token client secret.
-    #[arg(
-        long = "service-token-secret",
-        visible_alias = "secret",
-        env = "TUNNEL_SERVICE_TOKEN_SECRET",
-        hide_env_values = true
-    )]
-    pub service_token_secret: Option<String>,
+    /// A service token (machines: no browser, ever).
+    #[command(flatten)]
+    pub service: ServiceToken,
     /// An Access token (JWT) to send as Cf-Access-Token.
     #[arg(long, env = "TUNNEL_ACCESS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -272,6 +248,27 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err("must be more than zero, e.g. 54s".into()),
         d => Ok(d),
     }
+}
+
+/// A service token, as `cloudflared` takes it: `Cf-Access-Client-Id` and
+/// `Cf-Access-Client-Secret`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServiceToken {
+    /// Service token client id (machines: no browser, ever).
+    #[arg(
+        long = "service-token-id",
+        visible_alias = "id",
+        env = "TUNNEL_SERVICE_TOKEN_ID"
+    )]
+    pub service_token_id: Option<String>,
+    /// Service token client secret.
+    #[arg(
+        long = "service-token-secret",
+        visible_alias = "secret",
+        env = "TUNNEL_SERVICE_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub service_token_secret: Option<String>,
 }
 
 /// Reaching the edge, and the login's token cache: shared by `tcp`, `ssh` and the
@@ -508,7 +505,7 @@ mod tests {
             panic!("not tcp")
         };
         assert_eq!(a.hostname, "db.test");
-        assert_eq!(a.service_token_secret.as_deref(), Some("s"));
+        assert_eq!(a.service.service_token_secret.as_deref(), Some("s"));
         assert_eq!(cli.log.log_level, Some(LogLevel::Debug));
         assert!(Cli::try_parse_from(["tunnel", "rdp", "-T", "x", "-L", "127.0.0.1:1"]).is_ok());
     }

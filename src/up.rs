@@ -111,11 +111,13 @@ impl Tunnel {
             hostname: self.hostname.clone(),
             url: self.listen.clone(),
             destination: self.destination.clone(),
-            service_token_id: self.service_token.as_ref().map(|(_, id, _)| id.clone()),
-            service_token_secret: self
-                .service_token
-                .as_ref()
-                .map(|(_, _, s)| s.expose().to_string()),
+            service: crate::cli::ServiceToken {
+                service_token_id: self.service_token.as_ref().map(|(_, id, _)| id.clone()),
+                service_token_secret: self
+                    .service_token
+                    .as_ref()
+                    .map(|(_, _, s)| s.expose().to_string()),
+            },
             token: None,
             header: self.headers.clone(),
             edge: Reach {

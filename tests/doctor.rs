@@ -25,6 +25,21 @@ fn doctor(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, String)
     (out, stdout)
 }
 
+/// `tunnel doctor HOST --connect-to TO` with the test service token and `extra`.
+fn doctor_service(host: &str, to: &str, extra: &[&str]) -> (std::process::Output, String) {
+    let mut args = vec![
+        host,
+        "--connect-to",
+        to,
+        "--id",
+        "ci.access",
+        "--secret",
+        "s3cret",
+    ];
+    args.extend_from_slice(extra);
+    doctor(&args, &[])
+}
+
 /// The line of `step` in the report, e.g. `fail  connect ...`.
 fn line<'a>(report: &'a str, step: &str) -> &'a str {
     report
@@ -37,37 +52,14 @@ fn line<'a>(report: &'a str, step: &str) -> &'a str {
 fn a_working_path_exits_0_and_json_lists_every_step() {
     let (edge, _o) = edge();
     let to = edge.connect_to();
-    let (out, report) = doctor(
-        &[
-            "http://db.test",
-            "--connect-to",
-            &to,
-            "--id",
-            "ci.access",
-            "--secret",
-            "s3cret",
-        ],
-        &[],
-    );
+    let (out, report) = doctor_service("http://db.test", &to, &[]);
     assert_exit(&out, 0);
     assert!(line(&report, "upgrade").starts_with("  ok"), "{report}");
     assert!(
         report.contains("a tunnel to this app would work"),
         "{report}"
     );
-    let (out, json) = doctor(
-        &[
-            "http://db.test",
-            "--connect-to",
-            &to,
-            "--id",
-            "ci.access",
-            "--secret",
-            "s3cret",
-            "--json",
-        ],
-        &[],
-    );
+    let (out, json) = doctor_service("http://db.test", &to, &["--json"]);
     assert_exit(&out, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["ok"], true);
@@ -120,36 +112,12 @@ fn a_private_ca_fails_at_tls_and_says_what_would_help() {
         &["db.test"],
     );
     let to = edge.connect_to();
-    let (out, report) = doctor(
-        &[
-            "https://db.test",
-            "--connect-to",
-            &to,
-            "--id",
-            "ci.access",
-            "--secret",
-            "s3cret",
-        ],
-        &[],
-    );
+    let (out, report) = doctor_service("https://db.test", &to, &[]);
     assert_exit(&out, 7);
     assert!(line(&report, "tls").starts_with("  fail"), "{report}");
     assert!(report.contains("--ca-file"), "{report}");
     let ca = edge.ca().display().to_string();
-    let (out, _) = doctor(
-        &[
-            "https://db.test",
-            "--connect-to",
-            &to,
-            "--ca-file",
-            &ca,
-            "--id",
-            "ci.access",
-            "--secret",
-            "s3cret",
-        ],
-        &[],
-    );
+    let (out, _) = doctor_service("https://db.test", &to, &["--ca-file", &ca]);
     assert_exit(&out, 0);
 }
 
