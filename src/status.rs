@@ -276,11 +276,10 @@ pub fn runtime_dir() -> PathBuf {
     }
 }
 
+/// Unix: one socket per process, `<runtime dir>/<pid>.sock`, 0600 in a 0700
+/// directory.
 #[cfg(unix)]
 mod socket {
-    //! Unix: one socket per process, `<runtime dir>/<pid>.sock`, 0600 in a 0700
-    //! directory.
-
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     use std::path::PathBuf;
 
@@ -354,11 +353,10 @@ mod socket {
     }
 }
 
+/// Windows: one named pipe per process, `\\.\pipe\tunnel-status-<pid>`, local
+/// clients only.
 #[cfg(windows)]
 mod socket {
-    //! Windows: one named pipe per process, `\\.\pipe\tunnel-status-<pid>`, local
-    //! clients only.
-
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeServer, ServerOptions};
 

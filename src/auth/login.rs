@@ -356,7 +356,9 @@ impl Authenticator {
                     );
                 }
                 Outcome::OrgTokenRefused => {
-                    info!("{auth_domain} refused the org token; a browser login is needed");
+                    info!(
+                        "{auth_domain} refused the organisation login; a browser login is needed"
+                    );
                     self.store.remove(&org_path)?;
                 }
                 Outcome::Forbidden => {

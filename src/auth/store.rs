@@ -342,8 +342,8 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
     #[test]
+    #[cfg(unix)]
     fn unix_modes_are_0700_and_0600_and_loose_ones_are_tightened() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -398,6 +398,7 @@ mod tests {
         let plant = |suffix: &str| {
             let link = with_suffix(&p, suffix);
             let _ = fs::remove_file(&link);
+            #[cfg(unix)]
             std::os::unix::fs::symlink(&victim, &link).unwrap();
             link
         };
