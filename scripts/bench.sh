@@ -7,14 +7,21 @@
 # Knobs (env): BENCH_BYTES, BENCH_RTT, BENCH_SETUP, BENCH_IDLE (list, "1000,10000"),
 # BENCH_ROUNDS (report medians), BENCH_PEERS=1 (see scripts/bench-peers.sh),
 # BENCH_WAN_SECS, BENCH_WAN_LINK=tun, BENCH_WAN_NETEM=off, BENCH_WAN_CC, BENCH_WAN=off,
-# BENCH_ONLY=wan (only the WAN section, to target/bench/wan.json, no chart).
+# BENCH_ONLY=wan (only the WAN section, to target/bench/wan.json, no chart),
+# BENCH_ONLY=small (small messages through a real redis-server, installed when
+# missing; target/bench/small.json), BENCH_ONLY=login_flood, BENCH_ONLY=up_idle.
 # Arguments go to cargo bench (so bench arguments follow `--`, e.g.
 # `scripts/bench.sh -- --peers`). Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+if [[ ${BENCH_ONLY:-} == small ]] && ! command -v redis-benchmark >/dev/null; then
+    echo "bench: installing redis-server (redis-benchmark) for the small-message figure"
+    sudo=(); [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools
+fi
 cargo bench --bench e2e "$@"
-if [[ ${BENCH_ONLY:-} == wan ]]; then
+if [[ -n ${BENCH_ONLY:-} ]]; then
     exit 0
 fi
 

@@ -15,6 +15,9 @@
 //! `BENCH_ONLY=wan` (only the WAN section, written to `target/bench/wan.json`),
 //! `BENCH_ONLY=login_flood` (only handshake latency idle and under a flood of
 //! `BENCH_FLOOD` concurrent bogus logins, 40, written to `target/bench/login_flood.json`),
+//! `BENCH_ONLY=small` (only small messages: `redis-benchmark` GET against a real
+//! `redis-server` directly, through the relays, `tunnel` ws/wss and the peers, min,
+//! median and max over `BENCH_ROUNDS`, written to `target/bench/small.json`),
 //! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
 //! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
@@ -30,6 +33,7 @@ mod login_flood;
 mod measure;
 mod peers;
 mod setup;
+mod small;
 mod tun;
 mod up_idle;
 mod wan;
@@ -194,6 +198,16 @@ fn main() {
         login_flood::print(&v);
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("login_flood.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        println!("\nwrote {}", file.display());
+        return;
+    }
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "small") {
+        let requests = env("BENCH_SMALL_REQUESTS", 200_000);
+        let v = small::section(bin, rounds.max(3), requests, want_peers);
+        small::print(&v);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("small.json");
         std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nwrote {}", file.display());
         return;
