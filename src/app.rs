@@ -275,9 +275,9 @@ async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Re
     }
     let path = args.config.unwrap_or_else(crate::up::default_path);
     if args.check {
-        let tunnels = crate::up::load(&path)?;
+        let tunnels = crate::up::load(&path, None)?;
         let mut out = String::new();
-        for t in &tunnels {
+        for (t, _) in &tunnels {
             out.push_str(&t.plan_line());
             out.push('\n');
         }

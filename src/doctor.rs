@@ -162,36 +162,31 @@ pub async fn run(target: &Target, auth: Option<&Authenticator>) -> Report {
 
 /// Resolution, proxy, TCP connect; TLS is judged by the upgrade's dial.
 async fn transport(target: &Target, steps: &mut Vec<Step>) {
-    let addr = target.dial_addr();
     let proxy = target.proxy.as_ref();
-    steps.push(match proxy {
+    let proxy_step = match proxy {
         Some(p) => ok(
             "proxy",
             format!("through {} (from the environment)", p.addr),
         ),
         None => note("proxy", "ok", "none (direct)".into(), None),
-    });
-    let dial_to = proxy.map_or(addr.clone(), |p| p.addr.clone());
+    };
+    let dial_to = proxy.map_or_else(|| target.dial_addr(), |p| p.addr.clone());
     let resolved: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&dial_to).await {
         Ok(a) => a.collect(),
         Err(e) => {
-            steps.insert(
-                0,
-                fail(
-                    "resolve",
-                    exit::NETWORK,
-                    format!("{dial_to}: {e}"),
-                    "check the hostname's spelling and DNS, or pass --connect-to HOST:PORT".into(),
-                ),
-            );
+            steps.push(fail(
+                "resolve",
+                exit::NETWORK,
+                format!("{dial_to}: {e}"),
+                "check the hostname's spelling and DNS, or pass --connect-to HOST:PORT".into(),
+            ));
+            steps.push(proxy_step);
             return;
         }
     };
     let shown: Vec<String> = resolved.iter().map(|a| a.to_string()).collect();
-    steps.insert(
-        0,
-        ok("resolve", format!("{dial_to} -> {}", shown.join(", "))),
-    );
+    steps.push(ok("resolve", format!("{dial_to} -> {}", shown.join(", "))));
+    steps.push(proxy_step);
     let started = Instant::now();
     let mut last = None;
     for a in &resolved {

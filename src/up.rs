@@ -19,7 +19,7 @@ use tracing::{error, info};
 
 use crate::auth::login::OrgLocks;
 use crate::cli::{AccessArgs, Reach};
-use crate::client::listen;
+use crate::client::{Target, listen};
 use crate::error::Error;
 use crate::metrics::{Metrics, TunnelMetrics};
 
@@ -160,9 +160,10 @@ impl Tunnel {
 }
 
 /// Read and validate the file at `path`: every tunnel's flags are checked as `tcp`
-/// would check them, names and listen addresses are unique, and named environment
-/// variables and token files exist. Errors name the file (and line, for syntax).
-pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
+/// would check them (which builds its [`Target`], once, sharing `locks` when given),
+/// names and listen addresses are unique, and named environment variables and token
+/// files exist. Errors name the file (and line, for syntax).
+pub fn load(path: &Path, locks: Option<&Arc<OrgLocks>>) -> Result<Vec<(Tunnel, Target)>, Error> {
     let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| {
         bad(format!(
@@ -238,14 +239,15 @@ pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
             keepalive_timeout,
             grace_period,
         };
-        crate::access::target_from(&tunnel.args()).map_err(|e| at(e.to_string()))?;
-        tunnels.push(tunnel);
+        let target = crate::access::target_with_locks(&tunnel.args(), locks.cloned())
+            .map_err(|e| at(e.to_string()))?;
+        tunnels.push((tunnel, target));
     }
     if tunnels.is_empty() {
         return Err(bad("no [[tunnels]]; add at least one".into()));
     }
     let mut seen = BTreeMap::new();
-    for t in &tunnels {
+    for (t, _) in &tunnels {
         if seen.insert(t.name.as_str(), ()).is_some() {
             return Err(bad(format!(
                 "two tunnels are named {:?}; give each a unique `name`",
@@ -254,7 +256,7 @@ pub fn load(path: &Path) -> Result<Vec<Tunnel>, Error> {
         }
     }
     let mut addrs = BTreeMap::new();
-    for t in &tunnels {
+    for (t, _) in &tunnels {
         // Port 0 ("any free port") may repeat.
         for a in t.listen.iter().filter(|a| !a.trim().ends_with(":0")) {
             if let Some(other) = addrs.insert(a.trim().to_ascii_lowercase(), t.name.as_str()) {
@@ -368,13 +370,13 @@ pub async fn run(
     ));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     crate::serve::raise_fd_limit();
-    let tunnels = load(path)?;
+    let tunnels = load(path, Some(&shared.locks))?;
     let grace = tunnels
         .first()
-        .map_or(crate::shutdown::GRACE, |t| t.grace_period);
+        .map_or(crate::shutdown::GRACE, |(t, _)| t.grace_period);
     crate::shutdown::announce(&shutdown, grace);
-    for t in tunnels {
-        let r = start(t, &shared, &shutdown).await?;
+    for (t, target) in tunnels {
+        let r = start(t, target, &shared, &shutdown).await?;
         running.insert(r.tunnel.name.clone(), r);
     }
     info!("{} tunnels up from {}", running.len(), path.display());
@@ -429,16 +431,17 @@ async fn apply(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) {
-    let new = match load(path) {
+    let new = match load(path, Some(&shared.locks)) {
         Ok(t) => t,
         Err(e) => {
             return error!("not reloaded, the running tunnels stay as they were: {e}");
         }
     };
-    let wanted: BTreeMap<String, Tunnel> = new.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let wanted: BTreeMap<String, (Tunnel, Target)> =
+        new.into_iter().map(|t| (t.0.name.clone(), t)).collect();
     let gone: Vec<String> = running
         .iter()
-        .filter(|(name, r)| wanted.get(*name) != Some(&r.tunnel))
+        .filter(|(name, r)| wanted.get(*name).map(|w| &w.0) != Some(&r.tunnel))
         .map(|(name, _)| name.clone())
         .collect();
     for name in gone {
@@ -452,11 +455,11 @@ async fn apply(
         }
     }
     let (mut started, mut failed) = (0, 0);
-    for (name, t) in wanted {
+    for (name, (t, target)) in wanted {
         if running.contains_key(&name) {
             continue;
         }
-        match start(t, shared, shutdown).await {
+        match start(t, target, shared, shutdown).await {
             Ok(r) => {
                 started += 1;
                 running.insert(name, r);
@@ -483,10 +486,10 @@ struct Shared {
 
 async fn start(
     tunnel: Tunnel,
+    mut target: Target,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<Running, Error> {
-    let mut target = crate::access::target_with_locks(&tunnel.args(), Some(shared.locks.clone()))?;
     target.metrics = shared.metrics.clone().map(|metrics| TunnelMetrics {
         metrics,
         name: tunnel.name.clone(),

@@ -199,6 +199,14 @@ mod tests {
         .await
     }
 
+    /// A client reaching `app.test` and `auth.test` on these servers, the app URL,
+    /// and the auth domain (with its port).
+    fn chain(app: SocketAddr, auth: SocketAddr) -> (reqwest::Client, String, String) {
+        let http = client(&[("app.test", app), ("auth.test", auth)]);
+        let app_url = format!("http://app.test:{}/", app.port());
+        (http, app_url, format!("auth.test:{}", auth.port()))
+    }
+
     fn found(location: &str) -> String {
         format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
     }
@@ -262,9 +270,7 @@ mod tests {
         let (app, app_seen) = app_server(auth_port, t).await;
         // The auth server redirects to a relative /authorized: on its own host, which
         // is not the app: no token, and the app session cookie does not go there.
-        let http = client(&[("app.test", app), ("auth.test", auth)]);
-        let app_url = format!("http://app.test:{}/", app.port());
-        let domain = format!("auth.test:{auth_port}");
+        let (http, app_url, domain) = chain(app, auth);
         let scope = Scope {
             app_url: &app_url,
             auth_domain: &domain,
@@ -322,9 +328,7 @@ mod tests {
         let auth_port = auth.port();
         let (app, _) = app_server(auth_port, t).await;
         *app_port.lock().unwrap() = app.port();
-        let http = client(&[("app.test", app), ("auth.test", auth)]);
-        let app_url = format!("http://app.test:{}/", app.port());
-        let domain = format!("auth.test:{auth_port}");
+        let (http, app_url, domain) = chain(app, auth);
         let scope = Scope {
             app_url: &app_url,
             auth_domain: &domain,
