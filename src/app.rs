@@ -179,7 +179,7 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
             _ = shutdown.cancelled() => return Err(Error::Interrupted),
         }
     }
-    shutdown::announce(&shutdown, args.grace_period);
+    let shutdown = shutdown::announce(&shutdown, args.grace_period);
     listen::serve(
         listeners,
         target,
@@ -372,7 +372,7 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
             let edge = Arc::new(edge);
             crate::serve::raise_fd_limit();
             let listener = edge.bind().await?;
-            shutdown::announce(&shutdown, args.grace_period);
+            let shutdown = shutdown::announce(&shutdown, args.grace_period);
             edge::serve(edge, listener, shutdown, args.grace_period).await;
             info!("edge stopped");
             Ok(())

@@ -69,11 +69,11 @@ client_secret = "{secret}"
         secret: Secret::new(secret),
     };
     let local = listeners[0].local_addr().map_err(|e| io("listener", e))?;
-    crate::shutdown::announce(&shutdown, crate::shutdown::GRACE);
+    let announced = crate::shutdown::announce(&shutdown, crate::shutdown::GRACE);
     let served = tokio::spawn(listen::serve(
         listeners,
         Arc::new(target),
-        shutdown.clone(),
+        announced,
         GRACE,
         crate::bridge::Keepalive::default(),
     ));

@@ -9,32 +9,38 @@ use tokio_util::sync::CancellationToken;
 /// (`--grace-period`); those still open then are reset.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// A token cancelled on the first SIGINT or SIGTERM.
+/// A token cancelled on the first SIGINT or SIGTERM. The handlers are registered
+/// before this returns, so no signal after this call meets the default action.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    let signalled = wait_for_signal();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         t.cancel();
     });
     token
 }
 
+/// Registers SIGINT and SIGTERM now; the returned future ends on the first of them.
 #[cfg(unix)]
-async fn wait_for_signal() {
+fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
@@ -62,33 +68,42 @@ pub fn on_hangup() -> CancellationToken {
 }
 
 /// Log the shutdown line once, when `shutdown` fires, for a command that serves
-/// until then (each accept loop only notes it at debug).
-pub fn announce(shutdown: &CancellationToken, grace: Duration) {
-    let shutdown = shutdown.clone();
+/// until then (each accept loop only notes it at debug). Serve on the returned
+/// token: it is cancelled only after the line is written, so a process that has
+/// nothing to drain cannot exit before saying why.
+pub fn announce(shutdown: &CancellationToken, grace: Duration) -> CancellationToken {
+    let announced = CancellationToken::new();
+    let (shutdown, done) = (shutdown.clone(), announced.clone());
     tokio::spawn(async move {
         shutdown.cancelled().await;
         tracing::info!(
             "shutting down: no new connections; draining live ones for up to {}",
             humantime::format_duration(grace)
         );
+        done.cancel();
     });
+    announced
 }
 
 /// Windows' twin of the Unix signals: Ctrl-C, Ctrl-Break, and the console being
-/// closed (the process then has a few seconds before Windows ends it).
+/// closed (the process then has a few seconds before Windows ends it). Registered
+/// now; the returned future ends on the first of them.
 #[cfg(windows)]
-async fn wait_for_signal() {
+fn wait_for_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
-    match (ctrl_c(), ctrl_break(), ctrl_close()) {
-        (Ok(mut c), Ok(mut brk), Ok(mut close)) => {
-            tokio::select! {
-                _ = c.recv() => {}
-                _ = brk.recv() => {}
-                _ = close.recv() => {}
+    let handlers = (ctrl_c(), ctrl_break(), ctrl_close());
+    async move {
+        match handlers {
+            (Ok(mut c), Ok(mut brk), Ok(mut close)) => {
+                tokio::select! {
+                    _ = c.recv() => {}
+                    _ = brk.recv() => {}
+                    _ = close.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -374,7 +374,7 @@ pub async fn run(
     let grace = tunnels
         .first()
         .map_or(crate::shutdown::GRACE, |(t, _)| t.grace_period);
-    crate::shutdown::announce(&shutdown, grace);
+    let shutdown = crate::shutdown::announce(&shutdown, grace);
     for (t, target) in tunnels {
         let r = start(t, target, &shared, &shutdown).await?;
         running.insert(r.tunnel.name.clone(), r);
