@@ -61,6 +61,20 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Scrape `addr` until `series` reads `value` (a connection's counters are final once
+/// it is no longer open, which happens just after the client sees its end), or give
+/// up after a generous deadline and return the last scrape for the assertions.
+fn scrape_once(addr: SocketAddr, series: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = get(addr, "/metrics");
+        if sample(&text, series) == Some(value) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 struct Running {
     _origin: EchoOrigin,
     _edge_proc: Edge,
@@ -96,7 +110,11 @@ fn client_and_edge_metrics_pass_promtool_and_count_real_traffic() {
     let r = start();
     let payload = vec![7u8; 1 << 20];
     assert_eq!(echo(r.local, &payload).len(), payload.len());
-    let client = get(r.tcp_metrics, "/metrics");
+    let client = scrape_once(
+        r.tcp_metrics,
+        "tunnel_connections_open{tunnel=\"db.test\"}",
+        0.0,
+    );
     promtool_accepts(&client);
     assert_eq!(
         sample(&client, "tunnel_connections_total{tunnel=\"db.test\"}"),
@@ -126,7 +144,11 @@ fn client_and_edge_metrics_pass_promtool_and_count_real_traffic() {
     );
     assert!(client.contains("tunnel_dial_seconds_bucket"), "{client}");
     assert!(!client.contains("s3cret"));
-    let edge = get(r.edge_metrics, "/metrics");
+    let edge = scrape_once(
+        r.edge_metrics,
+        "tunnel_edge_streams_open{app=\"db.test\"}",
+        0.0,
+    );
     promtool_accepts(&edge);
     assert_eq!(
         sample(&edge, "tunnel_edge_streams_total{app=\"db.test\"}"),
