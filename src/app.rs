@@ -10,10 +10,11 @@ use tracing::info;
 
 use clap::CommandFactory;
 
-pub use crate::access::{target_from, target_with_locks};
+pub use crate::access::{builder_from, target_from};
 use crate::cli::{AccessArgs, Cli, Command, EdgeArgs, EdgeTool};
 use crate::client::listen;
-use crate::client::{Target, stdio};
+use crate::client::stdio;
+use crate::client::target::{AppUrl, Target};
 use crate::edge::{self, Config, Edge, EdgeError};
 use crate::{commands, exit, shutdown};
 
@@ -65,7 +66,7 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
             }
         }
         Command::SshConfig(args) => {
-            let t = Target::parse(&args.hostname)?;
+            let t = AppUrl::parse(&args.hostname)?;
             let exe = std::env::current_exe()
                 .map_err(|e| Error::Io(format!("cannot find this program's path: {e}")))?;
             println!("{}", ssh_config(&t, &exe.display().to_string()));
@@ -144,11 +145,14 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
         });
         either
     };
-    let mut target = target_from(args)?;
-    if let Some(metrics) = metrics_endpoint(args.metrics.as_deref(), &shutdown).await? {
-        let name = target.host.clone();
-        target.metrics = Some(crate::metrics::TunnelMetrics { metrics, name });
-    }
+    let builder = builder_from(args, None)?;
+    let name = builder.app().host().to_string();
+    let metrics = metrics_endpoint(args.metrics.as_deref(), &shutdown)
+        .await?
+        .map(|metrics| crate::metrics::TunnelMetrics {
+            metrics,
+            name: name.clone(),
+        });
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
     let registry = crate::status::Registry::new();
@@ -156,18 +160,20 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let name = target.host.clone();
+    let target = builder
+        .metrics(metrics)
+        .status(crate::status::Tap {
+            registry: registry.clone(),
+            name: name.clone(),
+        })
+        .build();
     registry.add_tunnel(
         &name,
         &target.url(),
         addrs,
-        target.auth.clone(),
-        target.credentials.kind(),
+        target.credentials().login().cloned(),
+        target.credentials().kind(),
     );
-    target.status = Some(crate::status::Tap {
-        registry: registry.clone(),
-        name,
-    });
     tokio::spawn(crate::status::serve(registry, shutdown.clone()));
     let target = Arc::new(target);
     if args.login_now {
@@ -209,7 +215,7 @@ async fn metrics_endpoint(
 }
 
 async fn check_credentials(target: &Target) -> Result<(), Error> {
-    match &target.auth {
+    match target.credentials().login() {
         Some(auth) => {
             auth.token(None).await?;
         }
@@ -222,16 +228,16 @@ async fn check_credentials(target: &Target) -> Result<(), Error> {
 
 /// The `~/.ssh/config` stanza for the app `t`, with `exe` (this program's path)
 /// quoted for the OS it runs on.
-pub fn ssh_config(t: &Target, exe: &str) -> String {
-    let scheme = if t.tls { "" } else { "http://" };
+pub fn ssh_config(t: &AppUrl, exe: &str) -> String {
+    let scheme = if t.is_tls() { "" } else { "http://" };
     format!(
         "Host {host}\n  ProxyCommand {exe} ssh --hostname {scheme}%h{port}",
         exe = proxy_program(exe, cfg!(windows)),
-        host = t.host,
-        port = if t.port == if t.tls { 443 } else { 80 } {
+        host = t.host(),
+        port = if t.port() == if t.is_tls() { 443 } else { 80 } {
             String::new()
         } else {
-            format!(":{}", t.port)
+            format!(":{}", t.port())
         },
     )
 }
@@ -252,7 +258,7 @@ async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
         grace_period: shutdown::GRACE,
     };
     let target = target_from(&access)?;
-    let report = crate::doctor::run(&target, target.auth.as_deref()).await;
+    let report = crate::doctor::run(&target).await;
     let text = if args.json {
         serde_json::to_string(&report).unwrap_or_default() + "\n"
     } else {

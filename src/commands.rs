@@ -11,7 +11,7 @@ use crate::access::auth_for;
 use crate::auth::store::Store;
 use crate::auth::{AuthError, Authenticator, jwt};
 use crate::cli::{AuthArgs, CurlArgs, LoginArgs, LogoutArgs, TokenArgs};
-use crate::client::Target;
+use crate::client::target::AppUrl;
 use crate::error::Error;
 
 /// Build the login flow for the app at `url` from the shared flags.
@@ -20,17 +20,17 @@ pub fn authenticator(
     args: &AuthArgs,
     interactive: bool,
 ) -> Result<Authenticator, Error> {
-    let target = Target::parse(url)?;
+    let app = AppUrl::parse(url)?;
     let connect_to = match &args.edge.connect_to {
         Some(c) => Some(crate::client::target::parse_host_port("--connect-to", c)?),
         None => None,
     };
     auth_for(
-        &target,
+        &app,
+        crate::tls::client_config(args.edge.ca_file.as_deref())?,
         args.edge.token_dir.as_deref(),
         args.edge.transfer_url.clone(),
         connect_to,
-        args.edge.ca_file.as_deref(),
         interactive,
         None,
     )

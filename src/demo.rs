@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DemoArgs;
+use crate::client::target::AppUrl;
 use crate::client::{Credentials, Target, listen};
 use crate::edge::{Config, Edge};
 use crate::error::Error;
@@ -62,12 +63,16 @@ client_secret = "{secret}"
         GRACE,
     ));
 
-    let mut target = Target::parse("http://demo.tunnel.test")?;
-    target.connect_to = Some(edge_addr.to_string());
-    target.credentials = Credentials::ServiceToken {
+    let target = Target::builder(
+        AppUrl::parse("http://demo.tunnel.test")?,
+        crate::tls::client_config(None)?,
+    )
+    .connect_to(Some(edge_addr.to_string()))
+    .credentials(Credentials::ServiceToken {
         id: "demo.access".into(),
         secret: Secret::new(secret),
-    };
+    })
+    .build();
     let local = listeners[0].local_addr().map_err(|e| io("listener", e))?;
     let announced = crate::shutdown::announce(&shutdown, crate::shutdown::GRACE);
     let served = tokio::spawn(listen::serve(

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 use crate::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
 
 use crate::client::dial;
-use crate::client::target::{self, Credentials, Target};
+use crate::client::target::{self, AppUrl, Credentials, Target};
 use crate::edge::{Config, Issuer, policy, server};
 use crate::secret::Secret;
 use crate::{exit, protocol};
@@ -60,6 +60,13 @@ const MAX_REQUEST_HEADERS: usize = 100;
 struct Fixture {
     config: Config,
     issuer: Issuer,
+}
+
+/// One client TLS config for every run (building one loads the roots).
+fn client_tls() -> Arc<rustls::ClientConfig> {
+    static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    TLS.get_or_init(|| crate::tls::client_config(None).expect("the built-in roots load"))
+        .clone()
 }
 
 fn fixture() -> &'static Fixture {
@@ -111,7 +118,7 @@ pub fn edge_request(data: &[u8]) {
 /// The client's view of a refused handshake: `data` as what the edge answered,
 /// parsed by [`dial::parse_response`] and classified for each kind of credentials.
 pub fn client_response(data: &[u8]) {
-    let base = Target::parse(CLIENT_HOST).expect("CLIENT_HOST is valid");
+    let base = AppUrl::parse(CLIENT_HOST).expect("CLIENT_HOST is valid");
     let (head, len) = match dial::parse_response(data) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
@@ -139,11 +146,7 @@ pub fn client_response(data: &[u8]) {
             secret: Secret::new(CLIENT_SECRET),
         },
     ] {
-        let target = Target {
-            credentials,
-            ..base.clone()
-        };
-        let error = dial::classify(&target, &response);
+        let error = dial::classify(base.host(), &credentials, &response);
         let message = error.to_string();
         assert!(!message.contains('\n'), "message spans lines: {message:?}");
         assert!(!message.contains('\u{2603}'), "secret shown: {message:?}");
@@ -188,8 +191,9 @@ pub fn hostname(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(target) = Target::parse(s) {
-        let _ = (target.host_header(), target.dial_addr());
+    if let Ok(app) = AppUrl::parse(s) {
+        let _ = (app.host_header(), app.addr());
+        let target = Target::builder(app, client_tls()).build();
         let _ = dial::handshake_request(&target, None);
     }
     let _ = target::parse_host_port("--destination", s);

@@ -19,7 +19,8 @@ use tracing::{error, info};
 
 use crate::auth::login::OrgLocks;
 use crate::cli::{AccessArgs, Reach};
-use crate::client::{Target, listen};
+use crate::client::listen;
+use crate::client::target::TargetBuilder;
 use crate::error::Error;
 use crate::metrics::{Metrics, TunnelMetrics};
 
@@ -163,7 +164,10 @@ impl Tunnel {
 /// would check them (which builds its [`Target`], once, sharing `locks` when given),
 /// names and listen addresses are unique, and named environment variables and token
 /// files exist. Errors name the file (and line, for syntax).
-pub fn load(path: &Path, locks: Option<&Arc<OrgLocks>>) -> Result<Vec<(Tunnel, Target)>, Error> {
+pub fn load(
+    path: &Path,
+    locks: Option<&Arc<OrgLocks>>,
+) -> Result<Vec<(Tunnel, TargetBuilder)>, Error> {
     let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| {
         bad(format!(
@@ -239,7 +243,7 @@ pub fn load(path: &Path, locks: Option<&Arc<OrgLocks>>) -> Result<Vec<(Tunnel, T
             keepalive_timeout,
             grace_period,
         };
-        let target = crate::access::target_with_locks(&tunnel.args(), locks.cloned())
+        let target = crate::access::builder_from(&tunnel.args(), locks.cloned())
             .map_err(|e| at(e.to_string()))?;
         tunnels.push((tunnel, target));
     }
@@ -437,7 +441,7 @@ async fn apply(
             return error!("not reloaded, the running tunnels stay as they were: {e}");
         }
     };
-    let wanted: BTreeMap<String, (Tunnel, Target)> =
+    let wanted: BTreeMap<String, (Tunnel, TargetBuilder)> =
         new.into_iter().map(|t| (t.0.name.clone(), t)).collect();
     let gone: Vec<String> = running
         .iter()
@@ -486,18 +490,20 @@ struct Shared {
 
 async fn start(
     tunnel: Tunnel,
-    mut target: Target,
+    target: TargetBuilder,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<Running, Error> {
-    target.metrics = shared.metrics.clone().map(|metrics| TunnelMetrics {
-        metrics,
-        name: tunnel.name.clone(),
-    });
-    target.status = Some(crate::status::Tap {
-        registry: shared.registry.clone(),
-        name: tunnel.name.clone(),
-    });
+    let target = target
+        .metrics(shared.metrics.clone().map(|metrics| TunnelMetrics {
+            metrics,
+            name: tunnel.name.clone(),
+        }))
+        .status(crate::status::Tap {
+            registry: shared.registry.clone(),
+            name: tunnel.name.clone(),
+        })
+        .build();
     let target = Arc::new(target);
     // A changed tunnel's old listener may still be closing: retry a busy address
     // for a moment before giving up.
@@ -518,13 +524,12 @@ async fn start(
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let creds = target.credentials.kind();
     shared.registry.add_tunnel(
         &tunnel.name,
         &target.url(),
         addrs,
-        target.auth.clone(),
-        creds,
+        target.credentials().login().cloned(),
+        target.credentials().kind(),
     );
     let stop = shutdown.child_token();
     let keepalive = crate::bridge::Keepalive {
