@@ -23,7 +23,6 @@
 //! - [`metrics`]: Prometheus metrics served on `--metrics ADDR`.
 //! - [`exit`]: the documented process exit codes.
 //! - [`logfile`]: the `--logfile` writer, reopened on SIGHUP for log rotation.
-//! - [`fuzzing`]: entry points of the fuzz targets in `fuzz/` (not a stable API).
 //! - [`up`]: `tunnel up`, every tunnel of one file in one process, hot reload.
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 #![forbid(unsafe_code)]
@@ -41,7 +40,6 @@ pub mod edge;
 pub mod error;
 pub mod exit;
 pub mod frame;
-pub mod fuzzing;
 pub mod logfile;
 pub mod metrics;
 pub mod protocol;
@@ -51,3 +49,55 @@ pub mod shutdown;
 pub mod status;
 pub mod tls;
 pub mod up;
+
+/// What the fuzz harness (`fuzz/src/lib.rs`) reaches inside the crate: compiled
+/// only for cargo-fuzz (`--cfg fuzzing`) and for the seed replay in the unit
+/// tests. Not an API.
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzz_api {
+    /// The data path, as the frame target drives it.
+    pub mod bridge {
+        pub use crate::bridge::{
+            BridgeError, CLIENT_MAX_FRAME, EDGE_MAX_FRAME, Options, Role, Stats, WebSocket, run,
+        };
+    }
+    /// The client's handshake request and its reading of the answer.
+    pub mod dial {
+        pub use crate::client::dial::{DialError, classify, handshake_request, parse_response};
+    }
+    /// `--hostname`, `--destination` and `-H`.
+    pub mod target {
+        pub use crate::client::target::{
+            AppUrl, Credentials, Target, parse_header, parse_host_port,
+        };
+    }
+    /// The edge's checks of a handshake.
+    pub mod policy {
+        pub use crate::edge::policy::{
+            Decision, authorize, cookie, find_app, request_host, upstream,
+        };
+    }
+    /// The edge's WebSocket accept.
+    pub mod server {
+        pub use crate::edge::server::websocket_accept;
+    }
+    /// The frame header codec.
+    pub mod frame {
+        pub use crate::frame::{MAX_HEADER, header_len, parse_header, write_header};
+    }
+    pub use crate::edge::{Config, Issuer};
+    pub use crate::secret::Secret;
+    pub use crate::tls::client_config;
+}
+
+// The seed replay: the harness and its replays, compiled into the unit tests on
+// stable, reaching the crate as `tunnel` as they do from `fuzz/`.
+#[cfg(test)]
+extern crate self as tunnel;
+#[cfg(test)]
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_harness;
+#[cfg(test)]
+#[path = "../tests/fuzz_seeds.rs"]
+mod fuzz_seeds;

@@ -1,6 +1,7 @@
-//! Entry points for the fuzz targets in `fuzz/` and for the test that replays their
-//! seed corpus (`tests/fuzz_seeds.rs`). Each runs one parser of attacker-controlled
-//! bytes, and what consumes its output, on arbitrary input. They never unwrap on the
+//! The fuzz harness: entry points for the fuzz targets in `fuzz_targets/` and for
+//! the test that replays their seed corpus (`tests/fuzz_seeds.rs`, which the
+//! library's unit tests include on stable). Each runs one parser of
+//! attacker-controlled bytes, and what consumes its output, on arbitrary input. They never unwrap on the
 //! input: a panic here is a bug in the code under test (or a broken contract that
 //! the assertions below check). Not a stable API.
 //!
@@ -18,13 +19,10 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
-use crate::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
-
-use crate::client::dial;
-use crate::client::target::{self, AppUrl, Credentials, Target};
-use crate::edge::{Config, Issuer, policy, server};
-use crate::secret::Secret;
-use crate::{exit, protocol};
+use tunnel::fuzz_api::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
+use tunnel::fuzz_api::target::{self, AppUrl, Credentials, Target};
+use tunnel::fuzz_api::{Config, Issuer, Secret, dial, frame as codec, policy, server};
+use tunnel::{exit, protocol};
 
 /// The edge config every target checks requests against: an app with an origin,
 /// a bastion app with destinations, and a service token (the one in
@@ -65,7 +63,7 @@ struct Fixture {
 /// One client TLS config for every run (building one loads the roots).
 fn client_tls() -> Arc<rustls::ClientConfig> {
     static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    TLS.get_or_init(|| crate::tls::client_config(None).expect("the built-in roots load"))
+    TLS.get_or_init(|| tunnel::fuzz_api::client_config(None).expect("the built-in roots load"))
         .clone()
 }
 
@@ -198,6 +196,105 @@ pub fn hostname(data: &[u8]) {
     }
     let _ = target::parse_host_port("--destination", s);
     let _ = target::parse_header(s);
+}
+
+/// `data` as the start of a frame, through the header parser alone, as each end
+/// and under each size limit: checked against the reference decoder's rules,
+/// against its own prefixes, and against the header writer.
+pub fn frame_header(data: &[u8]) {
+    for us in [Role::Server, Role::Client] {
+        for max in [0, 125, bridge::EDGE_MAX_FRAME, u64::MAX] {
+            frame_header_as(data, us, max);
+        }
+    }
+}
+
+fn frame_header_as(data: &[u8], us: Role, max: u64) {
+    let parsed = codec::parse_header(data, us, max);
+    match parsed {
+        Ok(Some((header, used))) => {
+            assert!(
+                used <= data.len() && used <= codec::MAX_HEADER,
+                "used {used}"
+            );
+            assert_eq!(used, ref_header_len(data), "{us:?}: header length");
+            assert_eq!(header.len, ref_len(data).expect("a whole header"));
+            assert!(
+                header.len <= max,
+                "{us:?}: {} over the limit {max}",
+                header.len
+            );
+            // The RFC's rules; the tunnel's own (binary only, fragments in order)
+            // are the bridge's to enforce, so opcode 1 and 0 may pass here.
+            let b0 = data[0];
+            assert_eq!(b0 & 0x70, 0, "{us:?}: reserved bits accepted");
+            assert_eq!(header.mask.is_some(), us == Role::Server, "{us:?}: masking");
+            assert!(
+                !header.opcode.is_control() || (header.fin && header.len <= 125),
+                "{us:?}: bad control frame accepted"
+            );
+            // Every prefix of a header is "need more bytes", never an error.
+            for cut in 0..used {
+                assert!(
+                    matches!(codec::parse_header(&data[..cut], us, max), Ok(None)),
+                    "{us:?}: a {cut}-byte prefix of a good header is not Ok(None)"
+                );
+            }
+            // What we parse, we write back the same (lengths in their shortest
+            // form, which is what the writer picks).
+            if let Ok(len) = usize::try_from(header.len) {
+                let mut out = [0u8; codec::MAX_HEADER];
+                let n = codec::header_len(len, header.mask.is_some());
+                codec::write_header(&mut out[..n], header.opcode, header.mask, len);
+                let again = codec::parse_header(&out[..n], us, max)
+                    .expect("a written header parses")
+                    .expect("a written header is whole");
+                let written = (again.0.opcode, again.0.mask, again.0.len, again.1);
+                assert_eq!(written, (header.opcode, header.mask, header.len, n));
+            }
+        }
+        Ok(None) => assert!(
+            data.len() < ref_header_len(data),
+            "{us:?}: more bytes asked for after a whole header"
+        ),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.contains('\n'), "message spans lines: {message:?}");
+            assert!(
+                ref_breaks_rfc(data, us, max),
+                "{us:?}: refused a good header: {e}"
+            );
+        }
+    }
+}
+
+/// Bytes in the header that starts `data` (2 until the second byte arrives).
+fn ref_header_len(data: &[u8]) -> usize {
+    match data {
+        [_, b1, ..] => {
+            let ext = match b1 & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+        }
+        _ => 2,
+    }
+}
+
+/// [`ref_breaks_rules`] without the tunnel's own rules: RFC 6455 section 5 alone.
+fn ref_breaks_rfc(header: &[u8], us: Role, max: u64) -> bool {
+    let [b0, b1, ..] = *header else {
+        return false;
+    };
+    let opcode = b0 & 0x0f;
+    let control = opcode >= 8;
+    b0 & 0x70 != 0
+        || !matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10)
+        || (b1 & 0x80 != 0) != (us == Role::Server)
+        || (control && b0 & 0x80 == 0)
+        || ref_len(header).is_some_and(|len| len > max || (control && len > 125))
 }
 
 /// `data` as the byte stream a WebSocket peer sends, pumped by [`bridge::run`] as
