@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use tunnel::LogFile;
 use tunnel::cli::{Cli, Command, LogArgs, LogFormat, LogLevel};
 use tunnel::exit;
-use tunnel::logfile::LogFile;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -52,11 +52,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = tunnel::shutdown::on_signal();
+        let shutdown = tunnel::on_signal();
         if let Some(file) = reopen {
-            tokio::spawn(tunnel::logfile::reopen_on_hangup(file));
+            tokio::spawn(tunnel::reopen_on_hangup(file));
         }
-        tunnel::app::run(cli.command, shutdown).await
+        tunnel::run(cli.command, shutdown).await
     });
     // stdin is read on a blocking thread that may never return; don't wait for it.
     runtime.shutdown_background();

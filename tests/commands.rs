@@ -287,7 +287,7 @@ fn curl_gets_connect_to_and_ca_file_too() {
     );
     // A cached token, as a login leaves it (the edge's own, for this app).
     let tokens = tempdir();
-    let aud = tunnel::edge::config::derive_aud("db.test");
+    let aud = tunnel::derive_aud("db.test");
     let token = edge.mint("db.test", "alice@example.test", "10m");
     std::fs::write(tokens.path().join(format!("db.test-{aud}-token")), &token).unwrap();
     #[cfg(unix)]

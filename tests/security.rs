@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use tunnel::edge::Issuer;
+use tunnel::Issuer;
 
 use crate::login::World;
 use crate::support::hostile::Hostile;

@@ -149,11 +149,6 @@ impl Authenticator {
         })
     }
 
-    /// The token cache.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The token in memory, if one was obtained and no refresh is running.
     pub fn current(&self) -> Option<Secret> {
         let state = self.state.try_lock().ok()?;

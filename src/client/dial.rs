@@ -648,7 +648,7 @@ mod tests {
     #[test]
     fn secrets_are_sent_but_not_debug_printed() {
         let t = Target::builder(
-            crate::client::AppUrl::parse("db.example.com").unwrap(),
+            crate::client::target::AppUrl::parse("db.example.com").unwrap(),
             crate::tls::client_config(None).unwrap(),
         )
         .credentials(Credentials::ServiceToken {

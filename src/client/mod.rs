@@ -9,7 +9,7 @@ pub mod stdio;
 pub mod target;
 
 pub use dial::DialError;
-pub use target::{AppUrl, Credentials, Scheme, Target, TargetBuilder, TargetError};
+pub use target::{Credentials, Target, TargetError};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

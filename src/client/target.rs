@@ -205,11 +205,6 @@ impl AppUrl {
         self.tls
     }
 
-    /// The request path (`/` unless the hostname URL had one).
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     /// `https` or `http`, for the app's web URLs (login, metadata).
     pub fn http_scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
