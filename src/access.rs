@@ -1,27 +1,29 @@
 //! Validating the access flags (`tcp`, `ssh`, `up`'s tunnels, `doctor`) once into
 //! the [`Target`] every connection uses, and building an app's login flow.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::auth::store::Store;
 use crate::auth::{AuthConfig, Authenticator};
-use crate::cli::AccessArgs;
+use crate::cli::{AccessArgs, Reach};
 use crate::client::target::{self, AppUrl, Credentials, Target, TargetBuilder, TargetError};
+use crate::console::Notice;
 use crate::error::Error;
 use crate::secret::Secret;
 
 /// Validate the access flags into the [`Target`] every connection uses.
-pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
-    Ok(builder_from(args, None)?.build())
+/// Login notes go to `notice`.
+pub fn target_from(args: &AccessArgs, notice: Notice) -> Result<Target, Error> {
+    Ok(builder_from(args, None, notice)?.build())
 }
 
 /// Validate the access flags into a [`TargetBuilder`] holding everything but the
 /// observability taps (metrics, status), sharing `org_locks` (one login per auth
-/// domain) with the other tunnels of this process.
+/// domain) with the other tunnels of this process; login notes go to `notice`.
 pub fn builder_from(
     args: &AccessArgs,
     org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
+    notice: Notice,
 ) -> Result<TargetBuilder, Error> {
     let app = AppUrl::parse(&args.hostname)?;
     let connect_to = match &args.edge.connect_to {
@@ -47,11 +49,11 @@ pub fn builder_from(
         Credentials::None => Credentials::Login(Arc::new(auth_for(
             &app,
             tls.clone(),
-            args.edge.token_dir.as_deref(),
-            args.edge.transfer_url.clone(),
+            &args.edge,
             connect_to.clone(),
             true,
             org_locks,
+            notice,
         )?)),
         given => given,
     };
@@ -115,30 +117,31 @@ fn credentials(args: &AccessArgs) -> Result<Credentials, Error> {
     })
 }
 
-/// The login flow for the app at `app`, whose HTTPS requests trust `tls`; used by the
+/// The login flow for the app at `app`, whose HTTPS requests trust `tls`, with the
+/// token cache and transfer URL of `reach` (`connect_to` already checked); used by the
 /// token commands and by `tcp`/`ssh`. `org_locks` is shared with the other apps of
-/// this process (`tunnel up`).
+/// this process (`tunnel up`); its notes for the person (login prompts) go to
+/// `notice`.
 pub fn auth_for(
     app: &AppUrl,
     tls: Arc<rustls::ClientConfig>,
-    token_dir: Option<&Path>,
-    transfer_url: Option<String>,
+    reach: &Reach,
     connect_to: Option<String>,
     interactive: bool,
     org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
+    notice: Notice,
 ) -> Result<Authenticator, Error> {
     let cfg = AuthConfig {
         host: app.host().to_string(),
         host_header: app.host_header(),
         scheme: app.http_scheme(),
-        token_dir: token_dir
-            .map(PathBuf::from)
-            .unwrap_or_else(Store::default_dir),
-        transfer_url,
+        token_dir: reach.token_dir.clone().unwrap_or_else(Store::default_dir),
+        transfer_url: reach.transfer_url.clone(),
         connect_to,
         tls,
         interactive,
         org_locks,
+        notice,
     };
     Authenticator::new(cfg).map_err(Error::Auth)
 }

@@ -22,7 +22,11 @@ use crate::shutdown::GRACE;
 pub const DEMO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run the demo until `shutdown` (or right after the round trip with `--once`).
-pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    args: &DemoArgs,
+    shutdown: CancellationToken,
+    console: &mut crate::console::Console,
+) -> Result<(), Error> {
     let io = |what: &str, e: std::io::Error| Error::Io(format!("demo: {what}: {e}"));
     // The flags first: a bad --url fails before anything is started.
     let listeners = listen::bind(std::slice::from_ref(&args.url)).await?;
@@ -83,14 +87,18 @@ client_secret = "{secret}"
         crate::bridge::Keepalive::default(),
     ));
 
-    println!("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback");
-    println!("  edge      http://{edge_addr}  (app demo.tunnel.test, service token demo.access)");
-    println!("  origin    {origin_addr}  (echoes what it reads)");
-    println!(
+    console.line("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback")?;
+    console.line(format_args!(
+        "  edge      http://{edge_addr}  (app demo.tunnel.test, service token demo.access)"
+    ))?;
+    console.line(format_args!(
+        "  origin    {origin_addr}  (echoes what it reads)"
+    ))?;
+    console.line(format_args!(
         "  listener  {local}  <- connect here, e.g.: nc {} {}",
         local.ip(),
         local.port()
-    );
+    ))?;
 
     let message = b"hello through the tunnel\n";
     let started = Instant::now();
@@ -103,15 +111,15 @@ client_secret = "{secret}"
             "demo: the echo differs from what was sent".into(),
         ));
     }
-    println!(
+    console.line(format_args!(
         "round trip ok: {} bytes through listener -> edge -> origin and back in {:.1} ms",
         message.len(),
         started.elapsed().as_secs_f64() * 1e3
-    );
+    ))?;
     if args.once {
         shutdown.cancel();
     } else {
-        println!("serving until Ctrl-C");
+        console.line("serving until Ctrl-C")?;
     }
     let _ = served.await;
     Ok(())

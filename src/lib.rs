@@ -5,7 +5,8 @@
 //! end-to-end tests, the benches and the fuzz harness need.
 //! - [`run`]: run a parsed [`cli::Command`] (failing with an [`Error`] that knows its
 //!   exit code); with [`on_signal`], [`LogFile`] and
-//!   [`reopen_on_hangup`], everything `main.rs` calls.
+//!   [`reopen_on_hangup`], everything `main.rs` calls; a [`Console`] carries the
+//!   command's results and notes (the library never prints by itself).
 //! - [`cli`]: command-line definitions (clap), parsed once in `main`.
 //! - [`exit`]: the documented process exit codes.
 //! - [`protocol`]: header names, paths, claims, the clock and the hand-off crypto
@@ -28,6 +29,7 @@ pub mod frame;
 pub mod protocol;
 
 pub use app::run;
+pub use console::{Console, Notice, OutputError};
 pub use edge::config::derive_aud;
 pub use edge::issuer::{Claims, Issuer};
 pub use error::Error;
@@ -40,6 +42,7 @@ pub(crate) mod app;
 pub(crate) mod auth;
 pub(crate) mod client;
 pub(crate) mod commands;
+pub(crate) mod console;
 pub(crate) mod demo;
 pub(crate) mod doctor;
 pub(crate) mod edge;

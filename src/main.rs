@@ -56,7 +56,18 @@ fn main() -> ExitCode {
         if let Some(file) = reopen {
             tokio::spawn(tunnel::reopen_on_hangup(file));
         }
-        tunnel::run(cli.command, shutdown).await
+        // Results to stdout, notes for the person to stderr; a closed stderr is
+        // not worth failing a command over.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let notice = tunnel::Notice::new(
+            |text| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            },
+            terminal,
+        );
+        let mut console = tunnel::Console::new(Box::new(std::io::stdout()), notice);
+        tunnel::run(cli.command, shutdown, &mut console).await
     });
     // stdin is read on a blocking thread that may never return; don't wait for it.
     runtime.shutdown_background();

@@ -21,6 +21,7 @@ use crate::auth::login::OrgLocks;
 use crate::cli::{AccessArgs, Reach};
 use crate::client::listen;
 use crate::client::target::TargetBuilder;
+use crate::console::Notice;
 use crate::error::Error;
 use crate::metrics::{Metrics, TunnelMetrics};
 
@@ -167,6 +168,7 @@ impl Tunnel {
 pub fn load(
     path: &Path,
     locks: Option<&Arc<OrgLocks>>,
+    notice: &Notice,
 ) -> Result<Vec<(Tunnel, TargetBuilder)>, Error> {
     let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -243,7 +245,7 @@ pub fn load(
             keepalive_timeout,
             grace_period,
         };
-        let target = crate::access::builder_from(&tunnel.args(), locks.cloned())
+        let target = crate::access::builder_from(&tunnel.args(), locks.cloned(), notice.clone())
             .map_err(|e| at(e.to_string()))?;
         tunnels.push((tunnel, target));
     }
@@ -361,10 +363,12 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: (mpsc::Sender<()>, mpsc::Receiver<()>),
     metrics: Option<Arc<Metrics>>,
+    notice: Notice,
 ) -> Result<(), Error> {
     let (tx, mut rx) = reload;
     let shared = Shared {
         locks: Arc::new(OrgLocks::default()),
+        notice,
         metrics,
         registry: crate::status::Registry::new(),
     };
@@ -374,7 +378,7 @@ pub async fn run(
     ));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     crate::serve::raise_fd_limit();
-    let tunnels = load(path, Some(&shared.locks))?;
+    let tunnels = load(path, Some(&shared.locks), &shared.notice)?;
     let grace = tunnels
         .first()
         .map_or(crate::shutdown::GRACE, |(t, _)| t.grace_period);
@@ -435,7 +439,7 @@ async fn apply(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) {
-    let new = match load(path, Some(&shared.locks)) {
+    let new = match load(path, Some(&shared.locks), &shared.notice) {
         Ok(t) => t,
         Err(e) => {
             return error!("not reloaded, the running tunnels stay as they were: {e}");
@@ -484,6 +488,8 @@ async fn apply(
 /// What every tunnel of one `up` shares.
 struct Shared {
     locks: Arc<OrgLocks>,
+    /// Where the login flows' notes go.
+    notice: Notice,
     metrics: Option<Arc<Metrics>>,
     registry: Arc<crate::status::Registry>,
 }

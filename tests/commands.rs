@@ -1,7 +1,7 @@
 //! The smaller commands: `demo` (the README's first command), `ssh-config`,
 //! `edge check-config` and `edge mint-token`.
 
-use crate::support::{CI_TOKEN, Edge, assert_exit, run, tempdir};
+use crate::support::{CI_TOKEN, Edge, assert_exit, run, run_into_closed_pipe, tempdir};
 
 #[test]
 fn demo_proves_a_round_trip_and_exits_with_once() {
@@ -27,6 +27,25 @@ fn ssh_config_prints_a_proxycommand_stanza() {
     );
     let out = run(&["ssh-config", "--hostname", "http://ssh.test:8080"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--hostname http://%h:8080"));
+}
+
+/// A reader that went away (`tunnel ssh-config | head -c1`, once `head` exited)
+/// ends the command quietly with 0, as ripgrep does: no panic, no error line.
+#[test]
+fn a_closed_stdout_ends_quietly_with_zero() {
+    for args in [
+        &["ssh-config", "--hostname", "ssh.example.com"][..],
+        &["demo", "--once"][..],
+        &["completions", "bash"][..],
+    ] {
+        let out = run_into_closed_pipe(args, &[]);
+        assert_exit(&out, 0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

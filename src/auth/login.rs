@@ -4,7 +4,6 @@
 //! discovery, then the cached app token, then the org-token exchange, then the
 //! browser login with the encrypted hand-off.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +55,8 @@ pub struct AuthConfig {
     /// auth domain, so the second app of an organisation waits for the first app's
     /// browser login and then exchanges its org token instead of opening a browser.
     pub org_locks: Option<Arc<OrgLocks>>,
+    /// Where notes for the person go (the login URL, waiting): stderr in the binary.
+    pub notice: crate::console::Notice,
 }
 
 /// One async lock per auth domain, for [`AuthConfig::org_locks`].
@@ -400,10 +401,10 @@ impl Authenticator {
             if !shown_other {
                 shown_other = true;
                 let url = self.store.login_url(&app_path).unwrap_or_default();
-                eprintln!(
+                self.cfg.notice.say(&format!(
                     "Another tunnel process is logging in to {}; waiting for it. {url}",
                     self.cfg.host
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             if let Some(c) = self.cached_fit(&app_path, &info)? {
@@ -446,14 +447,14 @@ impl Authenticator {
             enc(&redirect)
         );
         lock.publish_url(&url);
-        eprintln!(
+        self.cfg.notice.say(&format!(
             "Log in to {} in your browser:\n\n    {url}\n\nThe page must show the code {}; log in only if it does.\n",
             self.cfg.host,
             protocol::login_code(&id)
-        );
+        ));
         if !browser::open(&url) {
-            eprintln!(
-                "No browser could be opened here: open the URL above on any machine; waiting."
+            self.cfg.notice.say(
+                "No browser could be opened here: open the URL above on any machine; waiting.",
             );
         }
         let base = self
@@ -471,7 +472,7 @@ impl Authenticator {
             &[self.cfg.host.as_str(), poll_host.as_str()],
             POLL_TIMEOUT + Duration::from_secs(5),
         )?;
-        let waiting = Waiting::start(&self.cfg.host);
+        let waiting = Waiting::start(&self.cfg.host, &self.cfg.notice);
         for _ in 0..MAX_POLLS {
             let started = Instant::now();
             let resp = match http.get(&poll_url).send().await {
@@ -547,11 +548,12 @@ struct Waiting {
     bar: Option<indicatif::ProgressBar>,
     host: String,
     started: Instant,
+    notice: crate::console::Notice,
 }
 
 impl Waiting {
-    fn start(host: &str) -> Waiting {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    fn start(host: &str, notice: &crate::console::Notice) -> Waiting {
+        let bar = notice.is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             let style = indicatif::ProgressStyle::with_template(
                 "{spinner} waiting for the login to {msg} ({elapsed})",
@@ -563,12 +565,13 @@ impl Waiting {
             bar
         });
         if bar.is_none() {
-            eprintln!("waiting for the login to {host}...");
+            notice.say(&format!("waiting for the login to {host}..."));
         }
         Waiting {
             bar,
             host: host.to_string(),
             started: Instant::now(),
+            notice: notice.clone(),
         }
     }
 
@@ -576,7 +579,9 @@ impl Waiting {
         let secs = self.started.elapsed().as_secs();
         match &self.bar {
             Some(bar) => bar.finish_with_message(format!("{}: {what}", self.host)),
-            None => eprintln!("{}: {what} after {secs} s", self.host),
+            None => self
+                .notice
+                .say(&format!("{}: {what} after {secs} s", self.host)),
         }
     }
 }
