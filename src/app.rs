@@ -74,17 +74,7 @@ async fn dispatch(
         Command::Ssh(args) if !args.url.is_empty() => listen_mode(&args, shutdown, console)
             .await
             .map(|_| exit::OK),
-        Command::Ssh(args) => {
-            let target = target_from(&args, console.notice())?;
-            // OpenSSH sends SIGHUP to its ProxyCommand on exit: a clean end of input.
-            let hangup = shutdown::on_hangup();
-            tokio::select! {
-                r = stdio::run(&target, keepalive(&args), hangup) => {
-                    r.map(|_| exit::OK).map_err(Error::from)
-                }
-                _ = shutdown.cancelled() => Err(Error::Interrupted),
-            }
-        }
+        Command::Ssh(args) => stdio_mode(&args, shutdown, console).await,
         Command::SshConfig(args) => {
             let t = AppUrl::parse(&args.hostname)?;
             let exe = std::env::current_exe()
@@ -100,19 +90,7 @@ async fn dispatch(
             .map(|_| exit::OK),
         Command::Up(args) => up_command(args, shutdown, console).await.map(|_| exit::OK),
         Command::Doctor(args) => doctor_command(args, console).await,
-        Command::Status(args) => {
-            let (docs, errors) = crate::status::query().await;
-            for e in errors {
-                tracing::warn!("a status socket did not answer: {e}");
-            }
-            let text = if args.json {
-                serde_json::Value::Array(docs).to_string() + "\n"
-            } else {
-                crate::status::text(&docs)
-            };
-            console.write(text.as_bytes())?;
-            Ok(exit::OK)
-        }
+        Command::Status(args) => status_command(args.json, console).await,
         Command::Completions(args) => {
             let mut out = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "tunnel", &mut out);
@@ -128,6 +106,38 @@ async fn dispatch(
             Ok(exit::OK)
         }
     }
+}
+
+/// `tunnel ssh` without `--url`: one stream over stdin and stdout.
+async fn stdio_mode(
+    args: &AccessArgs,
+    shutdown: CancellationToken,
+    console: &Console,
+) -> Result<u8, Error> {
+    let target = target_from(args, console.notice())?;
+    // OpenSSH sends SIGHUP to its ProxyCommand on exit: a clean end of input.
+    let hangup = shutdown::on_hangup();
+    tokio::select! {
+        r = stdio::run(&target, keepalive(args), hangup) => {
+            r.map(|_| exit::OK).map_err(Error::from)
+        }
+        _ = shutdown.cancelled() => Err(Error::Interrupted),
+    }
+}
+
+/// `tunnel status`: every running tunnel process's answer, as text or JSON.
+async fn status_command(json: bool, console: &mut Console) -> Result<u8, Error> {
+    let (docs, errors) = crate::status::query().await;
+    for e in errors {
+        tracing::warn!("a status socket did not answer: {e}");
+    }
+    let text = if json {
+        serde_json::Value::Array(docs).to_string() + "\n"
+    } else {
+        crate::status::text(&docs)
+    };
+    console.write(text.as_bytes())?;
+    Ok(exit::OK)
 }
 
 /// With `--json`, an error is also printed as one JSON object on stdout.

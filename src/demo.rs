@@ -41,31 +41,7 @@ pub async fn run(
     let origin_addr = origin.local_addr().map_err(|e| io("origin", e))?;
     tokio::spawn(echo(origin));
 
-    let secret = random_hex();
-    let toml = format!(
-        r#"listen = "127.0.0.1:0"
-auth_domain = "auth.demo.test"
-signing_key = "signing-key.pem"
-[[apps]]
-hostname = "demo.tunnel.test"
-origin = "{origin_addr}"
-allow = ["service:demo"]
-[[service_tokens]]
-name = "demo"
-client_id = "demo.access"
-client_secret = "{secret}"
-"#
-    );
-    let config = Config::parse(&toml, dir.path()).map_err(Error::Io)?;
-    let edge = Arc::new(Edge::load(config)?);
-    let edge_listener = edge.bind().await?;
-    let edge_addr = edge_listener.local_addr().map_err(|e| io("edge", e))?;
-    tokio::spawn(crate::edge::serve(
-        edge,
-        edge_listener,
-        shutdown.clone(),
-        GRACE,
-    ));
+    let (edge_addr, secret) = start_edge(origin_addr, dir.path(), &shutdown).await?;
 
     let target = Target::builder(
         AppUrl::parse("http://demo.tunnel.test")?,
@@ -87,18 +63,7 @@ client_secret = "{secret}"
         crate::bridge::Keepalive::default(),
     ));
 
-    console.line("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback")?;
-    console.line(format_args!(
-        "  edge      http://{edge_addr}  (app demo.tunnel.test, service token demo.access)"
-    ))?;
-    console.line(format_args!(
-        "  origin    {origin_addr}  (echoes what it reads)"
-    ))?;
-    console.line(format_args!(
-        "  listener  {local}  <- connect here, e.g.: nc {} {}",
-        local.ip(),
-        local.port()
-    ))?;
+    announce(console, edge_addr, origin_addr, local)?;
 
     let message = b"hello through the tunnel\n";
     let started = Instant::now();
@@ -122,6 +87,65 @@ client_secret = "{secret}"
         console.line("serving until Ctrl-C")?;
     }
     let _ = served.await;
+    Ok(())
+}
+
+/// Start an edge for one app in front of `origin_addr`, its key in `dir`, serving
+/// until `shutdown`; returns its address and the demo service token's secret.
+async fn start_edge(
+    origin_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<(std::net::SocketAddr, String), Error> {
+    let secret = random_hex();
+    let toml = format!(
+        r#"listen = "127.0.0.1:0"
+auth_domain = "auth.demo.test"
+signing_key = "signing-key.pem"
+[[apps]]
+hostname = "demo.tunnel.test"
+origin = "{origin_addr}"
+allow = ["service:demo"]
+[[service_tokens]]
+name = "demo"
+client_id = "demo.access"
+client_secret = "{secret}"
+"#
+    );
+    let config = Config::parse(&toml, dir).map_err(Error::Io)?;
+    let edge = Arc::new(Edge::load(config)?);
+    let edge_listener = edge.bind().await?;
+    let edge_addr = edge_listener
+        .local_addr()
+        .map_err(|e| Error::Io(format!("demo: edge: {e}")))?;
+    tokio::spawn(crate::edge::serve(
+        edge,
+        edge_listener,
+        shutdown.clone(),
+        GRACE,
+    ));
+    Ok((edge_addr, secret))
+}
+
+/// What runs where, and how to try it.
+fn announce(
+    console: &mut crate::console::Console,
+    edge_addr: std::net::SocketAddr,
+    origin_addr: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> Result<(), Error> {
+    console.line("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback")?;
+    console.line(format_args!(
+        "  edge      http://{edge_addr}  (app demo.tunnel.test, service token demo.access)"
+    ))?;
+    console.line(format_args!(
+        "  origin    {origin_addr}  (echoes what it reads)"
+    ))?;
+    console.line(format_args!(
+        "  listener  {local}  <- connect here, e.g.: nc {} {}",
+        local.ip(),
+        local.port()
+    ))?;
     Ok(())
 }
 

@@ -176,20 +176,8 @@ pub fn load(
             "cannot read: {e}; write one (see the README's \"Daily use\") or pass --config"
         ))
     })?;
-    let mut file: File = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
-    // What the file leaves out, the environment may give, as for `tcp`.
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let env_path = |k: &str| {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        env(k).map(|v| cwd.join(v))
-    };
-    file.token_dir = file.token_dir.or_else(|| env_path("TUNNEL_TOKEN_DIR"));
-    file.ca_file = file.ca_file.or_else(|| env_path("TUNNEL_CA_FILE"));
-    let env_text = |k: &str| env(k).map(|v| v.to_string_lossy().into_owned());
-    file.connect_to = file.connect_to.or_else(|| env_text("TUNNEL_CONNECT_TO"));
-    file.transfer_url = file
-        .transfer_url
-        .or_else(|| env_text("TUNNEL_TRANSFER_URL"));
+    let file: File = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
+    let file = env_defaults(file);
     let dir = path.parent().unwrap_or(Path::new("."));
     let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| dir.join(p));
     let mut tunnels = Vec::new();
@@ -252,28 +240,51 @@ pub fn load(
     if tunnels.is_empty() {
         return Err(bad("no [[tunnels]]; add at least one".into()));
     }
+    unique(tunnels.iter().map(|(t, _)| t)).map_err(bad)?;
+    Ok(tunnels)
+}
+
+/// What the file leaves out, the environment may give, as for `tcp`.
+fn env_defaults(mut file: File) -> File {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let env_path = |k: &str| {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        env(k).map(|v| cwd.join(v))
+    };
+    file.token_dir = file.token_dir.or_else(|| env_path("TUNNEL_TOKEN_DIR"));
+    file.ca_file = file.ca_file.or_else(|| env_path("TUNNEL_CA_FILE"));
+    let env_text = |k: &str| env(k).map(|v| v.to_string_lossy().into_owned());
+    file.connect_to = file.connect_to.or_else(|| env_text("TUNNEL_CONNECT_TO"));
+    file.transfer_url = file
+        .transfer_url
+        .or_else(|| env_text("TUNNEL_TRANSFER_URL"));
+    file
+}
+
+/// Names and listen addresses are unique across `tunnels` (port 0 may repeat).
+fn unique<'a>(tunnels: impl Iterator<Item = &'a Tunnel> + Clone) -> Result<(), String> {
     let mut seen = BTreeMap::new();
-    for (t, _) in &tunnels {
+    for t in tunnels.clone() {
         if seen.insert(t.name.as_str(), ()).is_some() {
-            return Err(bad(format!(
+            return Err(format!(
                 "two tunnels are named {:?}; give each a unique `name`",
                 t.name
-            )));
+            ));
         }
     }
     let mut addrs = BTreeMap::new();
-    for (t, _) in &tunnels {
+    for t in tunnels.clone() {
         // Port 0 ("any free port") may repeat.
         for a in t.listen.iter().filter(|a| !a.trim().ends_with(":0")) {
             if let Some(other) = addrs.insert(a.trim().to_ascii_lowercase(), t.name.as_str()) {
-                return Err(bad(format!(
+                return Err(format!(
                     "listen address {a} is used by tunnels {other:?} and {:?}",
                     t.name
-                )));
+                ));
             }
         }
     }
-    Ok(tunnels)
+    Ok(())
 }
 
 /// The keepalive `tcp` uses unless told otherwise (below every known middlebox idle
@@ -568,6 +579,21 @@ struct Imported {
     service_token_secret_env: Option<String>,
 }
 
+/// `TUNNEL_<HOST>_<suffix>`, the host upper-cased with every other character `_`.
+fn env_var_name(host: &str, suffix: &str) -> String {
+    let stem: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("TUNNEL_{stem}_{suffix}")
+}
+
 /// What `tunnel up --from-cloudflared FILE` prints: the `forwarders:` of a
 /// `cloudflared` `config.yml` as our TOML, and, for the person, which environment
 /// variables must hold the service tokens (secrets are never copied into the file).
@@ -611,19 +637,7 @@ pub fn from_cloudflared(path: &Path) -> Result<(String, Vec<String>), Error> {
             "servicetokensecret",
             "secret_token_id",
         ]);
-        let var = |suffix: &str| {
-            let stem: String = host
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("TUNNEL_{stem}_{suffix}")
-        };
+        let var = |suffix: &str| env_var_name(host, suffix);
         let (id_env, secret_env) = match (&id, &secret) {
             (Some(id), Some(_)) => {
                 let (i, s) = (var("ID"), var("SECRET"));
