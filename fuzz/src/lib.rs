@@ -363,6 +363,20 @@ fn frame_run(data: &[u8], run: &FrameRun) {
         Role::Client => bridge::CLIENT_MAX_FRAME,
     };
     let expect = Reference::decode(data, run.role, max, true);
+    let Some((result, got, sent)) = drive(data, run, max) else {
+        panic!(
+            "{:?} bridge hangs: waits for a timer with its input all read ({:?})",
+            run.role, expect.end
+        );
+    };
+    check_local(run, &expect, &result, &got);
+    check_sent(run, &expect, &result, &sent);
+}
+
+/// The bridge as `run.role`, fed `data` by a peer, against a local app, on pipes;
+/// `None` when it stalls. Returns its outcome, what the app got and what the
+/// peer got back.
+fn drive(data: &[u8], run: &FrameRun, max: u64) -> Option<Outcome> {
     let split = if run.buffered { data.len() / 3 } else { 0 };
     let (ours, peer) = duplex(run.pipe);
     let (local, app) = duplex(run.pipe);
@@ -402,12 +416,20 @@ fn frame_run(data: &[u8], run: &FrameRun) {
         got
     };
     let all = async { tokio::join!(bridge::run(local, ws, opts), app, peer) };
-    let Some((result, got, sent)) = run_until_stalled(all) else {
-        panic!(
-            "{:?} bridge hangs: waits for a timer with its input all read ({:?})",
-            run.role, expect.end
-        );
-    };
+    run_until_stalled(all)
+}
+
+/// The bridge's result, what the local app got, and what the peer got back.
+type Outcome = (Result<Stats, BridgeError>, Vec<u8>, Vec<u8>);
+
+/// The local app got exactly the payload, and the result is what the reference
+/// says the stream's end means.
+fn check_local(
+    run: &FrameRun,
+    expect: &Reference,
+    result: &Result<Stats, BridgeError>,
+    got: &[u8],
+) {
     let role = run.role;
     // An authenticated end between two messages is the peer closing, not a cut.
     let clean_end = run.clean_eof && expect.end == RefEnd::Eof && !expect.mid_message;
@@ -419,7 +441,7 @@ fn frame_run(data: &[u8], run: &FrameRun) {
         expect.data.len(),
         expect.end
     );
-    match &result {
+    match result {
         Ok(stats) => {
             assert!(
                 clean_end
@@ -462,12 +484,23 @@ fn frame_run(data: &[u8], run: &FrameRun) {
             );
         }
     }
+}
+
+/// What the bridge sent back is well framed for the other end, and answers only
+/// what it was sent.
+fn check_sent(
+    run: &FrameRun,
+    expect: &Reference,
+    result: &Result<Stats, BridgeError>,
+    sent: &[u8],
+) {
+    let role = run.role;
     // What the bridge sent back must be well framed for the other end.
     let peer_role = match role {
         Role::Server => Role::Client,
         Role::Client => Role::Server,
     };
-    let back = Reference::decode(&sent, peer_role, u64::MAX, false);
+    let back = Reference::decode(sent, peer_role, u64::MAX, false);
     // A failed connection is dropped, maybe in the middle of a frame.
     let cut_ok = result.is_err() && back.end == RefEnd::Truncated;
     assert!(
@@ -620,37 +653,20 @@ impl Reference {
         let mut in_message = false;
         let mut message_len = 0u64;
         loop {
-            // The header: the first two bytes say how long the rest is.
-            let mut header = Vec::with_capacity(14);
-            loop {
-                let want = match header[..] {
-                    [_, b1, ..] => {
-                        let ext = match b1 & 0x7f {
-                            126 => 2,
-                            127 => 8,
-                            _ => 0,
-                        };
-                        2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
-                    }
-                    _ => 2,
-                };
-                if header.len() == want {
-                    break;
-                }
-                let Some(b) = bytes.next() else {
+            let header = match ref_header(&mut bytes, &mut r.used) {
+                Ok(header) => header,
+                Err(partial) => {
                     r.mid_message = in_message;
-                    r.end = if header.is_empty() {
+                    r.end = if partial.is_empty() {
                         RefEnd::Eof
-                    } else if ref_breaks_rules(&header, us, max, in_message) {
+                    } else if ref_breaks_rules(&partial, us, max, in_message) {
                         RefEnd::Violation { definite: false }
                     } else {
                         RefEnd::Truncated
                     };
                     return r;
-                };
-                r.used += 1;
-                header.push(b);
-            }
+                }
+            };
             if ref_breaks_rules(&header, us, max, in_message) {
                 r.end = RefEnd::Violation { definite: true };
                 return r;
@@ -663,22 +679,17 @@ impl Reference {
                 [k[0], k[1], k[2], k[3]]
             });
             // The payload, unmasked byte by byte.
-            let control = opcode >= 8;
-            let mut payload = Vec::new();
-            let mut i = 0u64;
-            while i < len {
-                let Some(b) = bytes.next() else {
-                    if !control {
-                        r.data.extend_from_slice(&payload);
-                        r.partial = Some(payload.len());
+            let payload = match ref_payload(&mut bytes, &mut r.used, len, key) {
+                Ok(payload) => payload,
+                Err(partial) => {
+                    if opcode < 8 {
+                        r.data.extend_from_slice(&partial);
+                        r.partial = Some(partial.len());
                     }
                     r.end = RefEnd::Truncated;
                     return r;
-                };
-                r.used += 1;
-                payload.push(b ^ key.map_or(0, |k| k[(i % 4) as usize]));
-                i += 1;
-            }
+                }
+            };
             match opcode {
                 8 => {
                     r.close = Some(payload.clone());
@@ -705,6 +716,42 @@ impl Reference {
             }
         }
     }
+}
+
+/// The next frame header from `bytes`, one byte at a time (the first two say how
+/// long the rest is), counting bytes taken in `used`; `Err` with what arrived when
+/// the bytes ran out first.
+fn ref_header(bytes: &mut impl Iterator<Item = u8>, used: &mut usize) -> Result<Vec<u8>, Vec<u8>> {
+    let mut header = Vec::with_capacity(14);
+    while header.len() < ref_header_len(&header) {
+        let Some(b) = bytes.next() else {
+            return Err(header);
+        };
+        *used += 1;
+        header.push(b);
+    }
+    Ok(header)
+}
+
+/// A payload of `len` bytes from `bytes`, unmasked with `key` byte by byte,
+/// counting bytes taken in `used`; `Err` with what arrived when the bytes ran out.
+fn ref_payload(
+    bytes: &mut impl Iterator<Item = u8>,
+    used: &mut usize,
+    len: u64,
+    key: Option<[u8; 4]>,
+) -> Result<Vec<u8>, Vec<u8>> {
+    let mut payload = Vec::new();
+    let mut i = 0u64;
+    while i < len {
+        let Some(b) = bytes.next() else {
+            return Err(payload);
+        };
+        *used += 1;
+        payload.push(b ^ key.map_or(0, |k| k[(i % 4) as usize]));
+        i += 1;
+    }
+    Ok(payload)
 }
 
 /// A frame's payload length, once the header bytes that carry it have arrived.
