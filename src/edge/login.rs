@@ -185,9 +185,12 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// The login link's hand-off id and app, from the page's `query`; a refusal page
-/// when the link is incomplete or names no app.
-fn link<'a>(edge: &'a Edge, query: &str) -> Result<(String, &'a App), Response<Body>> {
+/// The login link's hand-off id and app, from the page's `query`; the title and
+/// body of a refusal page when the link is incomplete or names no app.
+fn link<'a>(
+    edge: &'a Edge,
+    query: &str,
+) -> Result<(String, &'a App), (&'static str, &'static str)> {
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
@@ -200,19 +203,15 @@ fn link<'a>(edge: &'a Edge, query: &str) -> Result<(String, &'a App), Response<B
     };
     let (id, aud) = (param("token"), param("aud"));
     if transfer::decode_key(&id).is_err() || aud.is_empty() {
-        return Err(page(
-            StatusCode::BAD_REQUEST,
+        return Err((
             "Bad login link",
             "<p id=\"error\">This login link is incomplete. Run the tunnel command again.</p>",
-            None,
         ));
     }
     let Some(app) = edge.config.apps.iter().find(|a| a.aud == aud) else {
-        return Err(page(
-            StatusCode::BAD_REQUEST,
+        return Err((
             "Unknown app",
             "<p id=\"error\">No app matches this login link.</p>",
-            None,
         ));
     };
     Ok((id, app))
@@ -271,7 +270,7 @@ pub async fn cli_page(
     let query = req.uri().query().unwrap_or("").to_string();
     let (id, app) = match link(edge, &query) {
         Ok(found) => found,
-        Err(refused) => return refused,
+        Err((title, body)) => return page(StatusCode::BAD_REQUEST, title, body, None),
     };
     let secure = edge.tls.is_some();
     let asking = Asking {
