@@ -207,7 +207,7 @@ impl AppUrl {
 
     /// `https` or `http`, for the app's web URLs (login, metadata).
     pub fn http_scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
+        crate::protocol::http_scheme(self.tls)
     }
 
     /// The `Host` header value: the host, plus the port when it is not the default.
