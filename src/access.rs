@@ -26,10 +26,7 @@ pub fn builder_from(
     notice: Notice,
 ) -> Result<TargetBuilder, Error> {
     let app = AppUrl::parse(&args.hostname)?;
-    let connect_to = match &args.edge.connect_to {
-        Some(c) => Some(target::parse_host_port("--connect-to", c)?),
-        None => None,
-    };
+    let connect_to = connect_to(&args.edge)?;
     let destination = match &args.destination {
         Some(d) => Some(target::parse_host_port("--destination", d)?),
         None => None,
@@ -63,6 +60,14 @@ pub fn builder_from(
         .headers(headers)
         .credentials(credentials)
         .proxy(proxy))
+}
+
+/// `--connect-to`, checked (`host:port`).
+pub fn connect_to(reach: &Reach) -> Result<Option<String>, Error> {
+    match &reach.connect_to {
+        Some(c) => Ok(Some(target::parse_host_port("--connect-to", c)?)),
+        None => Ok(None),
+    }
 }
 
 /// The credential flags: a service token, `--token`, or neither ([`Credentials::None`],

@@ -22,11 +22,19 @@ pub fn authenticator(
     interactive: bool,
     notice: Notice,
 ) -> Result<Authenticator, Error> {
+    let connect_to = crate::access::connect_to(&args.edge)?;
+    authenticator_via(url, args, connect_to, interactive, notice)
+}
+
+/// [`authenticator`] with `--connect-to` already checked.
+fn authenticator_via(
+    url: &str,
+    args: &AuthArgs,
+    connect_to: Option<String>,
+    interactive: bool,
+    notice: Notice,
+) -> Result<Authenticator, Error> {
     let app = AppUrl::parse(url)?;
-    let connect_to = match &args.edge.connect_to {
-        Some(c) => Some(crate::client::target::parse_host_port("--connect-to", c)?),
-        None => None,
-    };
     auth_for(
         &app,
         crate::tls::client_config(args.edge.ca_file.as_deref())?,
@@ -146,9 +154,12 @@ pub async fn curl(
     shutdown: CancellationToken,
     console: &Console,
 ) -> Result<u8, Error> {
-    let auth = Arc::new(authenticator(
+    // Checked once: the same address reaches the edge (for the token) and curl.
+    let connect_to = crate::access::connect_to(&args.auth.edge)?;
+    let auth = Arc::new(authenticator_via(
         &args.url,
         &args.auth,
+        connect_to.clone(),
         true,
         console.notice(),
     )?);
@@ -171,8 +182,7 @@ pub async fn curl(
     let mut curl = tokio::process::Command::new("curl");
     curl.arg("-H").arg(format!("@{}", header.path().display()));
     // The same flags reach the app as they reached the edge for the token.
-    if let Some(c) = &args.auth.edge.connect_to {
-        let c = crate::client::target::parse_host_port("--connect-to", c)?;
+    if let Some(c) = &connect_to {
         curl.arg("--connect-to").arg(format!("::{c}"));
     }
     if let Some(ca) = &args.auth.edge.ca_file {
