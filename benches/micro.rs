@@ -114,7 +114,7 @@ async fn one_way(total: usize) {
 fn rs256(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let issuer =
-        tunnel::edge::Issuer::load_or_create(&dir.path().join("k.pem"), "auth.bench.test").unwrap();
+        tunnel::Issuer::load_or_create(&dir.path().join("k.pem"), "auth.bench.test").unwrap();
     let ttl = std::time::Duration::from_secs(3600);
     let token = issuer.mint("aud", "alice@bench.test", ttl);
     let mut group = c.benchmark_group("rs256");

@@ -1,37 +1,78 @@
 //! Validating the access flags (`tcp`, `ssh`, `up`'s tunnels, `doctor`) once into
 //! the [`Target`] every connection uses, and building an app's login flow.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::auth::store::Store;
 use crate::auth::{AuthConfig, Authenticator};
-use crate::cli::AccessArgs;
-use crate::client::{Credentials, Target, TargetError, target};
+use crate::cli::{AccessArgs, Reach};
+use crate::client::target::{self, AppUrl, Credentials, Target, TargetBuilder, TargetError};
+use crate::console::Notice;
 use crate::error::Error;
 use crate::secret::Secret;
 
 /// Validate the access flags into the [`Target`] every connection uses.
-pub fn target_from(args: &AccessArgs) -> Result<Target, Error> {
-    target_with_locks(args, None)
+/// Login notes go to `notice`.
+pub fn target_from(args: &AccessArgs, notice: Notice) -> Result<Target, Error> {
+    Ok(builder_from(args, None, notice)?.build())
 }
 
-/// [`target_from`], sharing `org_locks` (one login per auth domain) with the other
-/// tunnels of this process.
-pub fn target_with_locks(
+/// Validate the access flags into a [`TargetBuilder`] holding everything but the
+/// observability taps (metrics, status), sharing `org_locks` (one login per auth
+/// domain) with the other tunnels of this process; login notes go to `notice`.
+pub fn builder_from(
     args: &AccessArgs,
     org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
-) -> Result<Target, Error> {
-    let mut t = Target::parse(&args.hostname)?;
-    if let Some(c) = &args.edge.connect_to {
-        t.connect_to = Some(target::parse_host_port("--connect-to", c)?);
+    notice: Notice,
+) -> Result<TargetBuilder, Error> {
+    let app = AppUrl::parse(&args.hostname)?;
+    let connect_to = connect_to(&args.edge)?;
+    let destination = match &args.destination {
+        Some(d) => Some(target::parse_host_port("--destination", d)?),
+        None => None,
+    };
+    let headers = args
+        .header
+        .iter()
+        .map(|h| target::parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let credentials = credentials(args)?;
+    let proxy = match connect_to {
+        None => crate::client::proxy::from_env(app.is_tls(), app.host(), |k| std::env::var(k).ok()),
+        Some(_) => None,
+    };
+    let tls = crate::tls::client_config(args.edge.ca_file.as_deref())?;
+    let credentials = match credentials {
+        Credentials::None => Credentials::Login(Arc::new(auth_for(
+            &app,
+            tls.clone(),
+            &args.edge,
+            connect_to.clone(),
+            true,
+            org_locks,
+            notice,
+        )?)),
+        given => given,
+    };
+    Ok(Target::builder(app, tls)
+        .connect_to(connect_to)
+        .destination(destination)
+        .headers(headers)
+        .credentials(credentials)
+        .proxy(proxy))
+}
+
+/// `--connect-to`, checked (`host:port`).
+pub fn connect_to(reach: &Reach) -> Result<Option<String>, Error> {
+    match &reach.connect_to {
+        Some(c) => Ok(Some(target::parse_host_port("--connect-to", c)?)),
+        None => Ok(None),
     }
-    if let Some(d) = &args.destination {
-        t.destination = Some(target::parse_host_port("--destination", d)?);
-    }
-    for h in &args.header {
-        t.headers.push(target::parse_header(h)?);
-    }
+}
+
+/// The credential flags: a service token, `--token`, or neither ([`Credentials::None`],
+/// which the caller turns into a login).
+fn credentials(args: &AccessArgs) -> Result<Credentials, Error> {
     let one_line = |flag: &'static str, value: Option<&str>| match value {
         Some(v) if v.chars().any(|c| c.is_control()) => Err(TargetError::Credential(flag)),
         _ => Ok(()),
@@ -56,7 +97,7 @@ pub fn target_with_locks(
         .as_deref()
         .filter(|s| !s.is_empty());
     let token = args.token.as_deref().filter(|s| !s.is_empty());
-    t.credentials = match (id, secret, token) {
+    Ok(match (id, secret, token) {
         (Some(_), Some(_), Some(_)) => {
             return Err(Error::Usage(
                 "give either --token or a service token (--service-token-id/--service-token-secret), not both".into(),
@@ -78,55 +119,34 @@ pub fn target_with_locks(
         }
         (None, None, Some(tok)) => Credentials::Token(Secret::new(tok)),
         (None, None, None) => Credentials::None,
-    };
-    if t.connect_to.is_none() {
-        t.proxy = crate::client::proxy::from_env(t.tls, &t.host, |k| std::env::var(k).ok());
-    }
-    if t.tls || args.edge.ca_file.is_some() {
-        t.tls_config = Some(crate::tls::client_config(args.edge.ca_file.as_deref())?);
-    }
-    if matches!(t.credentials, Credentials::None) {
-        let auth = auth_for(
-            &t,
-            args.edge.token_dir.as_deref(),
-            args.edge.transfer_url.clone(),
-            t.connect_to.clone(),
-            args.edge.ca_file.as_deref(),
-            true,
-            org_locks,
-        )?;
-        t.auth = Some(Arc::new(auth));
-    }
-    Ok(t)
+    })
 }
 
-/// The login flow for `target`, used by the token commands and by `tcp`/`ssh`;
-/// `org_locks` is shared with the other apps of this process (`tunnel up`).
+/// The login flow for the app at `app`, whose HTTPS requests trust `tls`, with the
+/// token cache and transfer URL of `reach` (`connect_to` already checked); used by the
+/// token commands and by `tcp`/`ssh`. `org_locks` is shared with the other apps of
+/// this process (`tunnel up`); its notes for the person (login prompts) go to
+/// `notice`.
 pub fn auth_for(
-    target: &Target,
-    token_dir: Option<&Path>,
-    transfer_url: Option<String>,
+    app: &AppUrl,
+    tls: Arc<rustls::ClientConfig>,
+    reach: &Reach,
     connect_to: Option<String>,
-    ca_file: Option<&Path>,
     interactive: bool,
     org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
+    notice: Notice,
 ) -> Result<Authenticator, Error> {
-    let tls = match &target.tls_config {
-        Some(c) => c.clone(),
-        None => crate::tls::client_config(ca_file)?,
-    };
     let cfg = AuthConfig {
-        host: target.host.clone(),
-        host_header: target.host_header(),
-        scheme: if target.tls { "https" } else { "http" },
-        token_dir: token_dir
-            .map(PathBuf::from)
-            .unwrap_or_else(Store::default_dir),
-        transfer_url,
+        host: app.host().to_string(),
+        host_header: app.host_header(),
+        scheme: app.http_scheme(),
+        token_dir: reach.token_dir.clone().unwrap_or_else(Store::default_dir),
+        transfer_url: reach.transfer_url.clone(),
         connect_to,
         tls,
         interactive,
         org_locks,
+        notice,
     };
     Authenticator::new(cfg).map_err(Error::Auth)
 }

@@ -10,37 +10,56 @@ use tracing::info;
 
 use clap::CommandFactory;
 
-pub use crate::access::{target_from, target_with_locks};
+pub use crate::access::{builder_from, target_from};
 use crate::cli::{AccessArgs, Cli, Command, EdgeArgs, EdgeTool};
 use crate::client::listen;
-use crate::client::{Target, stdio};
+use crate::client::stdio;
+use crate::client::target::{AppUrl, Target};
+use crate::console::{Console, OutputError};
 use crate::edge::{self, Config, Edge, EdgeError};
 use crate::{commands, exit, shutdown};
 
 pub use crate::error::Error;
 
-/// Run `command` until it finishes or `shutdown` is cancelled; `Ok` carries the
-/// exit code (0, or curl's own for `tunnel curl`).
-pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Error> {
+/// Run `command` until it finishes or `shutdown` is cancelled, writing its results
+/// and notes to `console`; `Ok` carries the exit code (0, or curl's own for
+/// `tunnel curl`). A reader that went away ends the command quietly with 0.
+pub async fn run(
+    command: Command,
+    shutdown: CancellationToken,
+    console: &mut Console,
+) -> Result<u8, Error> {
+    match dispatch(command, shutdown, console).await {
+        Err(Error::Output(OutputError::Closed)) => Ok(exit::OK),
+        result => result,
+    }
+}
+
+async fn dispatch(
+    command: Command,
+    shutdown: CancellationToken,
+    console: &mut Console,
+) -> Result<u8, Error> {
     match command {
         Command::Login(args) => {
             let json = args.auth.json;
-            reported(
-                json,
-                commands::login(args, shutdown).await.map(|_| exit::OK),
-            )
+            let r = commands::login(args, shutdown, console).await;
+            reported(json, r.map(|_| exit::OK), console)
         }
         Command::Token(args) => {
             let json = args.auth.json;
-            reported(json, commands::token(args).await.map(|_| exit::OK))
+            let r = commands::token(args, console).await;
+            reported(json, r.map(|_| exit::OK), console)
         }
         Command::Logout(args) => {
             let json = args.auth.json;
-            reported(json, commands::logout(args).await.map(|_| exit::OK))
+            let r = commands::logout(args, console).await;
+            reported(json, r.map(|_| exit::OK), console)
         }
         Command::Curl(args) => {
             let json = args.auth.json;
-            reported(json, commands::curl(args, shutdown).await)
+            let r = commands::curl(args, shutdown, console).await;
+            reported(json, r, console)
         }
         Command::Tcp(args) => {
             if args.url.is_empty() {
@@ -48,78 +67,85 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> Result<u8, Er
                     "tcp needs --url HOST:PORT to listen on (e.g. --url 127.0.0.1:5432)".into(),
                 ));
             }
-            listen_mode(&args, shutdown).await.map(|_| exit::OK)
+            listen_mode(&args, shutdown, console)
+                .await
+                .map(|_| exit::OK)
         }
-        Command::Ssh(args) if !args.url.is_empty() => {
-            listen_mode(&args, shutdown).await.map(|_| exit::OK)
-        }
-        Command::Ssh(args) => {
-            let target = target_from(&args)?;
-            // OpenSSH sends SIGHUP to its ProxyCommand on exit: a clean end of input.
-            let hangup = shutdown::on_hangup();
-            tokio::select! {
-                r = stdio::run(&target, keepalive(&args), hangup) => {
-                    r.map(|_| exit::OK).map_err(Error::from)
-                }
-                _ = shutdown.cancelled() => Err(Error::Interrupted),
-            }
-        }
+        Command::Ssh(args) if !args.url.is_empty() => listen_mode(&args, shutdown, console)
+            .await
+            .map(|_| exit::OK),
+        Command::Ssh(args) => stdio_mode(&args, shutdown, console).await,
         Command::SshConfig(args) => {
-            let t = Target::parse(&args.hostname)?;
+            let t = AppUrl::parse(&args.hostname)?;
             let exe = std::env::current_exe()
                 .map_err(|e| Error::Io(format!("cannot find this program's path: {e}")))?;
-            println!("{}", ssh_config(&t, &exe.display().to_string()));
+            console.line(ssh_config(&t, &exe.display().to_string()))?;
             Ok(exit::OK)
         }
-        Command::Edge(args) => edge_command(args, shutdown).await.map(|_| exit::OK),
-        Command::Demo(args) => crate::demo::run(&args, shutdown).await.map(|_| exit::OK),
-        Command::Up(args) => up_command(args, shutdown).await.map(|_| exit::OK),
-        Command::Doctor(args) => doctor_command(args).await,
-        Command::Status(args) => {
-            let (docs, errors) = crate::status::query().await;
-            for e in errors {
-                tracing::warn!("a status socket did not answer: {e}");
-            }
-            let text = if args.json {
-                serde_json::Value::Array(docs).to_string() + "\n"
-            } else {
-                crate::status::text(&docs)
-            };
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            Ok(exit::OK)
-        }
+        Command::Edge(args) => edge_command(args, shutdown, console)
+            .await
+            .map(|_| exit::OK),
+        Command::Demo(args) => crate::demo::run(&args, shutdown, console)
+            .await
+            .map(|_| exit::OK),
+        Command::Up(args) => up_command(args, shutdown, console).await.map(|_| exit::OK),
+        Command::Doctor(args) => doctor_command(args, console).await,
+        Command::Status(args) => status_command(args.json, console).await,
         Command::Completions(args) => {
             let mut out = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "tunnel", &mut out);
-            print_bytes(&out).map(|_| exit::OK)
+            console.write(&out)?;
+            Ok(exit::OK)
         }
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command())
                 .render(&mut out)
                 .map_err(|e| Error::Io(format!("cannot render the man page: {e}")))?;
-            print_bytes(&out).map(|_| exit::OK)
+            console.write(&out)?;
+            Ok(exit::OK)
         }
     }
 }
 
-/// Write `bytes` to stdout; a reader that went away (`| head`) is not an error.
-fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|_| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::Io(format!("cannot write to stdout: {e}")))
+/// `tunnel ssh` without `--url`: one stream over stdin and stdout.
+async fn stdio_mode(
+    args: &AccessArgs,
+    shutdown: CancellationToken,
+    console: &Console,
+) -> Result<u8, Error> {
+    let target = target_from(args, console.notice())?;
+    // OpenSSH sends SIGHUP to its ProxyCommand on exit: a clean end of input.
+    let hangup = shutdown::on_hangup();
+    tokio::select! {
+        r = stdio::run(&target, keepalive(args), hangup) => {
+            r.map(|_| exit::OK).map_err(Error::from)
         }
-        _ => Ok(()),
+        _ = shutdown.cancelled() => Err(Error::Interrupted),
     }
+}
+
+/// `tunnel status`: every running tunnel process's answer, as text or JSON.
+async fn status_command(json: bool, console: &mut Console) -> Result<u8, Error> {
+    let (docs, errors) = crate::status::query().await;
+    for e in errors {
+        tracing::warn!("a status socket did not answer: {e}");
+    }
+    let text = if json {
+        serde_json::Value::Array(docs).to_string() + "\n"
+    } else {
+        crate::status::text(&docs)
+    };
+    console.write(text.as_bytes())?;
+    Ok(exit::OK)
 }
 
 /// With `--json`, an error is also printed as one JSON object on stdout.
-fn reported(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
-    if let (true, Err(e)) = (json, &result) {
-        commands::print_json_error(e);
+fn reported(json: bool, result: Result<u8, Error>, console: &mut Console) -> Result<u8, Error> {
+    if let (true, Err(e)) = (json, &result)
+        && !matches!(e, Error::Output(_))
+    {
+        console.line(commands::json_error(e))?;
     }
     result
 }
@@ -132,7 +158,11 @@ fn keepalive(args: &AccessArgs) -> crate::bridge::Keepalive {
     }
 }
 
-async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(), Error> {
+async fn listen_mode(
+    args: &AccessArgs,
+    shutdown: CancellationToken,
+    console: &Console,
+) -> Result<(), Error> {
     // SIGHUP takes the one shutdown path too, as SIGTERM does.
     let shutdown = {
         let hangup = shutdown::on_hangup();
@@ -144,11 +174,14 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
         });
         either
     };
-    let mut target = target_from(args)?;
-    if let Some(metrics) = metrics_endpoint(args.metrics.as_deref(), &shutdown).await? {
-        let name = target.host.clone();
-        target.metrics = Some(crate::metrics::TunnelMetrics { metrics, name });
-    }
+    let builder = builder_from(args, None, console.notice())?;
+    let name = builder.app().host().to_string();
+    let metrics = metrics_endpoint(args.metrics.as_deref(), &shutdown)
+        .await?
+        .map(|metrics| crate::metrics::TunnelMetrics {
+            metrics,
+            name: name.clone(),
+        });
     crate::serve::raise_fd_limit();
     let listeners = listen::bind(&args.url).await?;
     let registry = crate::status::Registry::new();
@@ -156,18 +189,20 @@ async fn listen_mode(args: &AccessArgs, shutdown: CancellationToken) -> Result<(
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let name = target.host.clone();
+    let target = builder
+        .metrics(metrics)
+        .status(crate::status::Tap {
+            registry: registry.clone(),
+            name: name.clone(),
+        })
+        .build();
     registry.add_tunnel(
         &name,
         &target.url(),
         addrs,
-        target.auth.clone(),
-        target.credentials.kind(),
+        target.credentials().login().cloned(),
+        target.credentials().kind(),
     );
-    target.status = Some(crate::status::Tap {
-        registry: registry.clone(),
-        name,
-    });
     tokio::spawn(crate::status::serve(registry, shutdown.clone()));
     let target = Arc::new(target);
     if args.login_now {
@@ -209,7 +244,7 @@ async fn metrics_endpoint(
 }
 
 async fn check_credentials(target: &Target) -> Result<(), Error> {
-    match &target.auth {
+    match target.credentials().login() {
         Some(auth) => {
             auth.token(None).await?;
         }
@@ -222,21 +257,21 @@ async fn check_credentials(target: &Target) -> Result<(), Error> {
 
 /// The `~/.ssh/config` stanza for the app `t`, with `exe` (this program's path)
 /// quoted for the OS it runs on.
-pub fn ssh_config(t: &Target, exe: &str) -> String {
-    let scheme = if t.tls { "" } else { "http://" };
+pub fn ssh_config(t: &AppUrl, exe: &str) -> String {
+    let scheme = if t.is_tls() { "" } else { "http://" };
     format!(
         "Host {host}\n  ProxyCommand {exe} ssh --hostname {scheme}%h{port}",
         exe = proxy_program(exe, cfg!(windows)),
-        host = t.host,
-        port = if t.port == if t.tls { 443 } else { 80 } {
+        host = t.host(),
+        port = if t.port() == if t.is_tls() { 443 } else { 80 } {
             String::new()
         } else {
-            format!(":{}", t.port)
+            format!(":{}", t.port())
         },
     )
 }
 
-async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
+async fn doctor_command(args: crate::cli::DoctorArgs, console: &mut Console) -> Result<u8, Error> {
     let access = AccessArgs {
         hostname: args.hostname,
         url: Vec::new(),
@@ -251,31 +286,33 @@ async fn doctor_command(args: crate::cli::DoctorArgs) -> Result<u8, Error> {
         keepalive_timeout: crate::up::DEFAULT_KEEPALIVE_TIMEOUT,
         grace_period: shutdown::GRACE,
     };
-    let target = target_from(&access)?;
-    let report = crate::doctor::run(&target, target.auth.as_deref()).await;
+    let target = target_from(&access, console.notice())?;
+    let report = crate::doctor::run(&target).await;
     let text = if args.json {
         serde_json::to_string(&report).unwrap_or_default() + "\n"
     } else {
         report.text()
     };
-    use std::io::Write;
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    console.write(text.as_bytes())?;
     Ok(report.exit_code)
 }
 
-async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Result<(), Error> {
+async fn up_command(
+    args: crate::cli::UpArgs,
+    shutdown: CancellationToken,
+    console: &mut Console,
+) -> Result<(), Error> {
     if let Some(yml) = &args.from_cloudflared {
         let (toml, notes) = crate::up::from_cloudflared(yml)?;
-        use std::io::Write;
-        let _ = std::io::stdout().write_all(toml.as_bytes());
+        console.write(toml.as_bytes())?;
         for n in notes {
-            eprintln!("{n}");
+            console.note(&n);
         }
         return Ok(());
     }
     let path = args.config.unwrap_or_else(crate::up::default_path);
     if args.check {
-        let tunnels = crate::up::load(&path, None)?;
+        let tunnels = crate::up::load(&path, None, &console.notice())?;
         let mut out = String::new();
         for (t, _) in &tunnels {
             out.push_str(&t.plan_line());
@@ -286,8 +323,7 @@ async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Re
             path.display(),
             tunnels.len()
         ));
-        use std::io::Write;
-        let _ = std::io::stdout().write_all(out.as_bytes());
+        console.write(out.as_bytes())?;
         return Ok(());
     }
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -304,10 +340,14 @@ async fn up_command(args: crate::cli::UpArgs, shutdown: CancellationToken) -> Re
         }
     }
     let metrics = metrics_endpoint(args.metrics.as_deref(), &shutdown).await?;
-    crate::up::run(&path, shutdown, (tx, rx), metrics).await
+    crate::up::run(&path, shutdown, (tx, rx), metrics, console.notice()).await
 }
 
-async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(), Error> {
+async fn edge_command(
+    args: EdgeArgs,
+    shutdown: CancellationToken,
+    console: &mut Console,
+) -> Result<(), Error> {
     // Every tool but hash-password needs the config; it is read once, here.
     let load = || -> Result<(std::path::PathBuf, Config), Error> {
         let Some(path) = args.config.clone() else {
@@ -323,7 +363,7 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
         Some(EdgeTool::HashPassword) => {
             let hash =
                 crate::edge::login::hash_password(&read_new_password()?).map_err(Error::Io)?;
-            println!("{hash}");
+            console.line(hash)?;
             Ok(())
         }
         Some(EdgeTool::MintToken(ref m)) => {
@@ -342,14 +382,14 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
                     ))
                 })?;
             let edge = Edge::load(config)?;
-            println!("{}", edge.mint(&m.app, &m.email, ttl)?);
+            console.line(edge.mint(&m.app, &m.email, ttl)?)?;
             Ok(())
         }
         Some(EdgeTool::CheckConfig) => {
             let (path, config) = load()?;
             Edge::check(&config)?;
             let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
-            println!(
+            console.line(format_args!(
                 "{}: ok ({}, {}, {}, {})",
                 path.display(),
                 n(config.apps.len(), "app"),
@@ -360,7 +400,7 @@ async fn edge_command(args: EdgeArgs, shutdown: CancellationToken) -> Result<(),
                 } else {
                     "plain HTTP on loopback"
                 }
-            );
+            ))?;
             Ok(())
         }
         None => {

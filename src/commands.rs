@@ -11,7 +11,8 @@ use crate::access::auth_for;
 use crate::auth::store::Store;
 use crate::auth::{AuthError, Authenticator, jwt};
 use crate::cli::{AuthArgs, CurlArgs, LoginArgs, LogoutArgs, TokenArgs};
-use crate::client::Target;
+use crate::client::target::AppUrl;
+use crate::console::{Console, Notice};
 use crate::error::Error;
 
 /// Build the login flow for the app at `url` from the shared flags.
@@ -19,20 +20,29 @@ pub fn authenticator(
     url: &str,
     args: &AuthArgs,
     interactive: bool,
+    notice: Notice,
 ) -> Result<Authenticator, Error> {
-    let target = Target::parse(url)?;
-    let connect_to = match &args.edge.connect_to {
-        Some(c) => Some(crate::client::target::parse_host_port("--connect-to", c)?),
-        None => None,
-    };
+    let connect_to = crate::access::connect_to(&args.edge)?;
+    authenticator_via(url, args, connect_to, interactive, notice)
+}
+
+/// [`authenticator`] with `--connect-to` already checked.
+fn authenticator_via(
+    url: &str,
+    args: &AuthArgs,
+    connect_to: Option<String>,
+    interactive: bool,
+    notice: Notice,
+) -> Result<Authenticator, Error> {
+    let app = AppUrl::parse(url)?;
     auth_for(
-        &target,
-        args.edge.token_dir.as_deref(),
-        args.edge.transfer_url.clone(),
+        &app,
+        crate::tls::client_config(args.edge.ca_file.as_deref())?,
+        &args.edge,
         connect_to,
-        args.edge.ca_file.as_deref(),
         interactive,
         None,
+        notice,
     )
 }
 
@@ -50,44 +60,50 @@ fn token_json(app: &str, token: &str, path: &Path, aud: &str) -> serde_json::Val
 }
 
 /// `tunnel login URL`.
-pub async fn login(args: LoginArgs, shutdown: CancellationToken) -> Result<(), Error> {
-    let auth = authenticator(&args.url, &args.auth, true)?;
+pub async fn login(
+    args: LoginArgs,
+    shutdown: CancellationToken,
+    console: &mut Console,
+) -> Result<(), Error> {
+    let auth = authenticator(&args.url, &args.auth, true, console.notice())?;
     let obtained = tokio::select! {
         r = auth.token(None) => r.map_err(Error::Auth)?,
         _ = shutdown.cancelled() => return Err(Error::Interrupted),
     };
     let token = obtained.token.expose();
     if args.auth.json {
-        println!(
-            "{}",
-            token_json(&args.url, token, &obtained.path, &obtained.info.meta.aud)
-        );
+        console.line(token_json(
+            &args.url,
+            token,
+            &obtained.path,
+            &obtained.info.meta.aud,
+        ))?;
     } else if args.print {
-        println!("{token}");
+        console.line(token)?;
     } else if !args.quiet {
         let who = jwt::claims(token)
             .ok()
             .and_then(|c| c.email)
             .unwrap_or_default();
-        eprintln!(
+        console.note(&format!(
             "logged in to {} {who}; token cached in {}",
             args.url,
             obtained.path.display()
-        );
+        ));
     }
     Ok(())
 }
 
 /// `tunnel token --app URL`: the cached token only.
-pub async fn token(args: TokenArgs) -> Result<(), Error> {
-    let auth = authenticator(&args.app, &args.auth, false)?;
+pub async fn token(args: TokenArgs, console: &mut Console) -> Result<(), Error> {
+    let auth = authenticator(&args.app, &args.auth, false, console.notice())?;
     match auth.cached().await.map_err(Error::Auth)? {
         Some(c) => {
             let aud = c.claims.aud_string();
             if args.auth.json {
-                println!("{}", token_json(&args.app, c.token.expose(), &c.path, &aud));
+                console.line(token_json(&args.app, c.token.expose(), &c.path, &aud))?;
             } else {
-                println!("{}", c.token.expose());
+                console.line(c.token.expose())?;
             }
             Ok(())
         }
@@ -96,9 +112,9 @@ pub async fn token(args: TokenArgs) -> Result<(), Error> {
 }
 
 /// `tunnel logout URL` or `tunnel logout --all`.
-pub async fn logout(args: LogoutArgs) -> Result<(), Error> {
+pub async fn logout(args: LogoutArgs, console: &mut Console) -> Result<(), Error> {
     let removed: Vec<PathBuf> = match &args.url {
-        Some(url) if !args.all => authenticator(url, &args.auth, false)?
+        Some(url) if !args.all => authenticator(url, &args.auth, false, console.notice())?
             .logout()
             .await
             .map_err(Error::Auth)?,
@@ -123,9 +139,9 @@ pub async fn logout(args: LogoutArgs) -> Result<(), Error> {
     };
     if args.auth.json {
         let files: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
-        println!("{}", json!({ "app": args.url, "removed": files }));
+        console.line(json!({ "app": args.url, "removed": files }))?;
     } else {
-        eprintln!("removed {} cached token(s)", removed.len());
+        console.note(&format!("removed {} cached token(s)", removed.len()));
     }
     Ok(())
 }
@@ -133,8 +149,20 @@ pub async fn logout(args: LogoutArgs) -> Result<(), Error> {
 /// `tunnel curl URL [curl args...]`: the token goes in a 0600 header file (`-H
 /// @file`), never on curl's command line; `--connect-to` and `--ca-file` reach curl
 /// as `--connect-to ::HOST:PORT` and `--cacert`; curl's exit code is passed through.
-pub async fn curl(args: CurlArgs, shutdown: CancellationToken) -> Result<u8, Error> {
-    let auth = Arc::new(authenticator(&args.url, &args.auth, true)?);
+pub async fn curl(
+    args: CurlArgs,
+    shutdown: CancellationToken,
+    console: &Console,
+) -> Result<u8, Error> {
+    // Checked once: the same address reaches the edge (for the token) and curl.
+    let connect_to = crate::access::connect_to(&args.auth.edge)?;
+    let auth = Arc::new(authenticator_via(
+        &args.url,
+        &args.auth,
+        connect_to.clone(),
+        true,
+        console.notice(),
+    )?);
     let obtained = tokio::select! {
         r = auth.token(None) => r.map_err(Error::Auth)?,
         _ = shutdown.cancelled() => return Err(Error::Interrupted),
@@ -154,8 +182,7 @@ pub async fn curl(args: CurlArgs, shutdown: CancellationToken) -> Result<u8, Err
     let mut curl = tokio::process::Command::new("curl");
     curl.arg("-H").arg(format!("@{}", header.path().display()));
     // The same flags reach the app as they reached the edge for the token.
-    if let Some(c) = &args.auth.edge.connect_to {
-        let c = crate::client::target::parse_host_port("--connect-to", c)?;
+    if let Some(c) = &connect_to {
         curl.arg("--connect-to").arg(format!("::{c}"));
     }
     if let Some(ca) = &args.auth.edge.ca_file {
@@ -172,16 +199,13 @@ pub async fn curl(args: CurlArgs, shutdown: CancellationToken) -> Result<u8, Err
         .map_or(crate::exit::INTERNAL, |c| c.clamp(0, 255) as u8))
 }
 
-/// Print an error as `{"error": {"code", "message"}}` on stdout.
-pub fn print_json_error(e: &Error) {
+/// An error as `{"error": {"code", "message"}}`, for `--json`.
+pub fn json_error(e: &Error) -> serde_json::Value {
     let code = match e {
         Error::Auth(a) => a.code(),
         Error::Usage(_) | Error::Target(_) => "usage",
         Error::Interrupted => "cancelled",
         _ => "local_io",
     };
-    println!(
-        "{}",
-        json!({ "error": { "code": code, "message": e.to_string() } })
-    );
+    json!({ "error": { "code": code, "message": e.to_string() } })
 }

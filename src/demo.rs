@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DemoArgs;
+use crate::client::target::AppUrl;
 use crate::client::{Credentials, Target, listen};
 use crate::edge::{Config, Edge};
 use crate::error::Error;
@@ -21,7 +22,11 @@ use crate::shutdown::GRACE;
 pub const DEMO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run the demo until `shutdown` (or right after the round trip with `--once`).
-pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    args: &DemoArgs,
+    shutdown: CancellationToken,
+    console: &mut crate::console::Console,
+) -> Result<(), Error> {
     let io = |what: &str, e: std::io::Error| Error::Io(format!("demo: {what}: {e}"));
     // The flags first: a bad --url fails before anything is started.
     let listeners = listen::bind(std::slice::from_ref(&args.url)).await?;
@@ -36,6 +41,62 @@ pub async fn run(args: &DemoArgs, shutdown: CancellationToken) -> Result<(), Err
     let origin_addr = origin.local_addr().map_err(|e| io("origin", e))?;
     tokio::spawn(echo(origin));
 
+    let (edge_addr, secret) = start_edge(origin_addr, dir.path(), &shutdown).await?;
+
+    let target = Target::builder(
+        AppUrl::parse("http://demo.tunnel.test")?,
+        crate::tls::client_config(None)?,
+    )
+    .connect_to(Some(edge_addr.to_string()))
+    .credentials(Credentials::ServiceToken {
+        id: "demo.access".into(),
+        secret: Secret::new(secret),
+    })
+    .build();
+    let local = listeners[0].local_addr().map_err(|e| io("listener", e))?;
+    let announced = crate::shutdown::announce(&shutdown, crate::shutdown::GRACE);
+    let served = tokio::spawn(listen::serve(
+        listeners,
+        Arc::new(target),
+        announced,
+        GRACE,
+        crate::bridge::Keepalive::default(),
+    ));
+
+    announce(console, edge_addr, origin_addr, local)?;
+
+    let message = b"hello through the tunnel\n";
+    let started = Instant::now();
+    let echoed = tokio::time::timeout(DEMO_TIMEOUT, round_trip(local, message))
+        .await
+        .map_err(|_| Error::Io(format!("demo: no echo within {} s", DEMO_TIMEOUT.as_secs())))?
+        .map_err(|e| io("round trip", e))?;
+    if echoed != message {
+        return Err(Error::Io(
+            "demo: the echo differs from what was sent".into(),
+        ));
+    }
+    console.line(format_args!(
+        "round trip ok: {} bytes through listener -> edge -> origin and back in {:.1} ms",
+        message.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    ))?;
+    if args.once {
+        shutdown.cancel();
+    } else {
+        console.line("serving until Ctrl-C")?;
+    }
+    let _ = served.await;
+    Ok(())
+}
+
+/// Start an edge for one app in front of `origin_addr`, its key in `dir`, serving
+/// until `shutdown`; returns its address and the demo service token's secret.
+async fn start_edge(
+    origin_addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<(std::net::SocketAddr, String), Error> {
     let secret = random_hex();
     let toml = format!(
         r#"listen = "127.0.0.1:0"
@@ -51,64 +112,40 @@ client_id = "demo.access"
 client_secret = "{secret}"
 "#
     );
-    let config = Config::parse(&toml, dir.path()).map_err(Error::Io)?;
+    let config = Config::parse(&toml, dir).map_err(Error::Io)?;
     let edge = Arc::new(Edge::load(config)?);
     let edge_listener = edge.bind().await?;
-    let edge_addr = edge_listener.local_addr().map_err(|e| io("edge", e))?;
+    let edge_addr = edge_listener
+        .local_addr()
+        .map_err(|e| Error::Io(format!("demo: edge: {e}")))?;
     tokio::spawn(crate::edge::serve(
         edge,
         edge_listener,
         shutdown.clone(),
         GRACE,
     ));
+    Ok((edge_addr, secret))
+}
 
-    let mut target = Target::parse("http://demo.tunnel.test")?;
-    target.connect_to = Some(edge_addr.to_string());
-    target.credentials = Credentials::ServiceToken {
-        id: "demo.access".into(),
-        secret: Secret::new(secret),
-    };
-    let local = listeners[0].local_addr().map_err(|e| io("listener", e))?;
-    let announced = crate::shutdown::announce(&shutdown, crate::shutdown::GRACE);
-    let served = tokio::spawn(listen::serve(
-        listeners,
-        Arc::new(target),
-        announced,
-        GRACE,
-        crate::bridge::Keepalive::default(),
-    ));
-
-    println!("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback");
-    println!("  edge      http://{edge_addr}  (app demo.tunnel.test, service token demo.access)");
-    println!("  origin    {origin_addr}  (echoes what it reads)");
-    println!(
+/// What runs where, and how to try it.
+fn announce(
+    console: &mut crate::console::Console,
+    edge_addr: std::net::SocketAddr,
+    origin_addr: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> Result<(), Error> {
+    console.line("tunnel demo: an edge, an echo origin and a tunnel listener, all on loopback")?;
+    console.line(format_args!(
+        "  edge      http://{edge_addr}  (app demo.tunnel.test, service token demo.access)"
+    ))?;
+    console.line(format_args!(
+        "  origin    {origin_addr}  (echoes what it reads)"
+    ))?;
+    console.line(format_args!(
         "  listener  {local}  <- connect here, e.g.: nc {} {}",
         local.ip(),
         local.port()
-    );
-
-    let message = b"hello through the tunnel\n";
-    let started = Instant::now();
-    let echoed = tokio::time::timeout(DEMO_TIMEOUT, round_trip(local, message))
-        .await
-        .map_err(|_| Error::Io(format!("demo: no echo within {} s", DEMO_TIMEOUT.as_secs())))?
-        .map_err(|e| io("round trip", e))?;
-    if echoed != message {
-        return Err(Error::Io(
-            "demo: the echo differs from what was sent".into(),
-        ));
-    }
-    println!(
-        "round trip ok: {} bytes through listener -> edge -> origin and back in {:.1} ms",
-        message.len(),
-        started.elapsed().as_secs_f64() * 1e3
-    );
-    if args.once {
-        shutdown.cancel();
-    } else {
-        println!("serving until Ctrl-C");
-    }
-    let _ = served.await;
+    ))?;
     Ok(())
 }
 

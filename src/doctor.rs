@@ -99,15 +99,12 @@ fn note(step: &'static str, status: &'static str, detail: String, fix: Option<St
     }
 }
 
-/// Walk the path to `target`. `auth` is the login flow for it (when no service token
-/// was given), used read-only: doctor never logs in and never deletes a token.
-pub async fn run(target: &Target, auth: Option<&Authenticator>) -> Report {
+/// Walk the path to `target`. Its login flow (when no service token was given) is
+/// used read-only: doctor never logs in and never deletes a token.
+pub async fn run(target: &Target) -> Report {
+    let auth = target.credentials().login().map(|a| &**a);
     let mut steps = Vec::new();
-    let app_url = format!(
-        "{}://{}/",
-        if target.tls { "https" } else { "http" },
-        target.host_header()
-    );
+    let app_url = format!("{}://{}/", target.app().http_scheme(), target.host_header());
     transport(target, &mut steps).await;
     let reachable = steps.iter().all(|s| s.status != "fail");
     let mut token: Option<Secret> = None;
@@ -162,7 +159,7 @@ pub async fn run(target: &Target, auth: Option<&Authenticator>) -> Report {
 
 /// Resolution, proxy, TCP connect; TLS is judged by the upgrade's dial.
 async fn transport(target: &Target, steps: &mut Vec<Step>) {
-    let proxy = target.proxy.as_ref();
+    let proxy = target.proxy();
     let proxy_step = match proxy {
         Some(p) => ok(
             "proxy",
@@ -213,13 +210,17 @@ async fn transport(target: &Target, steps: &mut Vec<Step>) {
 async fn upgrade(target: &Target, token: Option<&Secret>, app_url: &str) -> Step {
     match crate::client::probe(target, token).await {
         Ok(()) => {
-            let how = match (&target.credentials, token) {
+            let how = match (target.credentials(), token) {
                 (_, Some(_)) => "with the cached token",
                 (Credentials::ServiceToken { .. }, _) => "with the service token",
                 (Credentials::Token(_), _) => "with --token",
-                (Credentials::None, None) => "without credentials",
+                (Credentials::None | Credentials::Login(_), None) => "without credentials",
             };
-            let tls = if target.tls { "TLS verified; " } else { "" };
+            let tls = if target.is_tls() {
+                "TLS verified; "
+            } else {
+                ""
+            };
             ok(
                 "upgrade",
                 format!("{tls}101 Switching Protocols {how}: a tunnel would work"),

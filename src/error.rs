@@ -40,6 +40,9 @@ pub enum Error {
     /// Writing output or another local operation failed.
     #[error("{0}")]
     Io(String),
+    /// The command's output could not be written (or its reader went away).
+    #[error(transparent)]
+    Output(#[from] crate::console::OutputError),
 }
 
 impl Error {
@@ -53,6 +56,8 @@ impl Error {
             Error::Conn(e) => e.exit_code(),
             Error::Auth(e) => e.exit_code(),
             Error::Interrupted => exit::INTERRUPTED,
+            Error::Output(crate::console::OutputError::Closed) => exit::OK,
+            Error::Output(_) => exit::LOCAL,
         }
     }
 }

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use tunnel::LogFile;
 use tunnel::cli::{Cli, Command, LogArgs, LogFormat, LogLevel};
 use tunnel::exit;
-use tunnel::logfile::LogFile;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -52,11 +52,22 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = tunnel::shutdown::on_signal();
+        let shutdown = tunnel::on_signal();
         if let Some(file) = reopen {
-            tokio::spawn(tunnel::logfile::reopen_on_hangup(file));
+            tokio::spawn(tunnel::reopen_on_hangup(file));
         }
-        tunnel::app::run(cli.command, shutdown).await
+        // Results to stdout, notes for the person to stderr; a closed stderr is
+        // not worth failing a command over.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let notice = tunnel::Notice::new(
+            |text| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            },
+            terminal,
+        );
+        let mut console = tunnel::Console::new(Box::new(std::io::stdout()), notice);
+        tunnel::run(cli.command, shutdown, &mut console).await
     });
     // stdin is read on a blocking thread that may never return; don't wait for it.
     runtime.shutdown_background();

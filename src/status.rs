@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -262,7 +263,9 @@ pub struct Tap {
 }
 
 /// Where control sockets live: `$XDG_RUNTIME_DIR/tunnel` where there is one, else
-/// `<config dir>/tunnel/run`; `TUNNEL_RUNTIME_DIR` overrides both.
+/// `<config dir>/tunnel/run`; `TUNNEL_RUNTIME_DIR` overrides both. Unix only, as
+/// the control sockets are.
+#[cfg(unix)]
 pub fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TUNNEL_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);

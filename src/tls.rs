@@ -132,11 +132,6 @@ impl<S> ReadAhead<S> {
             buf: bytes::BytesMut::new(),
         }
     }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ReadAhead<S> {

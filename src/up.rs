@@ -19,7 +19,9 @@ use tracing::{error, info};
 
 use crate::auth::login::OrgLocks;
 use crate::cli::{AccessArgs, Reach};
-use crate::client::{Target, listen};
+use crate::client::listen;
+use crate::client::target::TargetBuilder;
+use crate::console::Notice;
 use crate::error::Error;
 use crate::metrics::{Metrics, TunnelMetrics};
 
@@ -163,27 +165,19 @@ impl Tunnel {
 /// would check them (which builds its [`Target`], once, sharing `locks` when given),
 /// names and listen addresses are unique, and named environment variables and token
 /// files exist. Errors name the file (and line, for syntax).
-pub fn load(path: &Path, locks: Option<&Arc<OrgLocks>>) -> Result<Vec<(Tunnel, Target)>, Error> {
+pub fn load(
+    path: &Path,
+    locks: Option<&Arc<OrgLocks>>,
+    notice: &Notice,
+) -> Result<Vec<(Tunnel, TargetBuilder)>, Error> {
     let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| {
         bad(format!(
             "cannot read: {e}; write one (see the README's \"Daily use\") or pass --config"
         ))
     })?;
-    let mut file: File = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
-    // What the file leaves out, the environment may give, as for `tcp`.
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let env_path = |k: &str| {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        env(k).map(|v| cwd.join(v))
-    };
-    file.token_dir = file.token_dir.or_else(|| env_path("TUNNEL_TOKEN_DIR"));
-    file.ca_file = file.ca_file.or_else(|| env_path("TUNNEL_CA_FILE"));
-    let env_text = |k: &str| env(k).map(|v| v.to_string_lossy().into_owned());
-    file.connect_to = file.connect_to.or_else(|| env_text("TUNNEL_CONNECT_TO"));
-    file.transfer_url = file
-        .transfer_url
-        .or_else(|| env_text("TUNNEL_TRANSFER_URL"));
+    let file: File = toml::from_str(&text).map_err(|e| bad(one_line(&e.to_string())))?;
+    let file = env_defaults(file);
     let dir = path.parent().unwrap_or(Path::new("."));
     let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| dir.join(p));
     let mut tunnels = Vec::new();
@@ -239,35 +233,58 @@ pub fn load(path: &Path, locks: Option<&Arc<OrgLocks>>) -> Result<Vec<(Tunnel, T
             keepalive_timeout,
             grace_period,
         };
-        let target = crate::access::target_with_locks(&tunnel.args(), locks.cloned())
+        let target = crate::access::builder_from(&tunnel.args(), locks.cloned(), notice.clone())
             .map_err(|e| at(e.to_string()))?;
         tunnels.push((tunnel, target));
     }
     if tunnels.is_empty() {
         return Err(bad("no [[tunnels]]; add at least one".into()));
     }
+    unique(tunnels.iter().map(|(t, _)| t)).map_err(bad)?;
+    Ok(tunnels)
+}
+
+/// What the file leaves out, the environment may give, as for `tcp`.
+fn env_defaults(mut file: File) -> File {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let env_path = |k: &str| {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        env(k).map(|v| cwd.join(v))
+    };
+    file.token_dir = file.token_dir.or_else(|| env_path("TUNNEL_TOKEN_DIR"));
+    file.ca_file = file.ca_file.or_else(|| env_path("TUNNEL_CA_FILE"));
+    let env_text = |k: &str| env(k).map(|v| v.to_string_lossy().into_owned());
+    file.connect_to = file.connect_to.or_else(|| env_text("TUNNEL_CONNECT_TO"));
+    file.transfer_url = file
+        .transfer_url
+        .or_else(|| env_text("TUNNEL_TRANSFER_URL"));
+    file
+}
+
+/// Names and listen addresses are unique across `tunnels` (port 0 may repeat).
+fn unique<'a>(tunnels: impl Iterator<Item = &'a Tunnel> + Clone) -> Result<(), String> {
     let mut seen = BTreeMap::new();
-    for (t, _) in &tunnels {
+    for t in tunnels.clone() {
         if seen.insert(t.name.as_str(), ()).is_some() {
-            return Err(bad(format!(
+            return Err(format!(
                 "two tunnels are named {:?}; give each a unique `name`",
                 t.name
-            )));
+            ));
         }
     }
     let mut addrs = BTreeMap::new();
-    for (t, _) in &tunnels {
+    for t in tunnels.clone() {
         // Port 0 ("any free port") may repeat.
         for a in t.listen.iter().filter(|a| !a.trim().ends_with(":0")) {
             if let Some(other) = addrs.insert(a.trim().to_ascii_lowercase(), t.name.as_str()) {
-                return Err(bad(format!(
+                return Err(format!(
                     "listen address {a} is used by tunnels {other:?} and {:?}",
                     t.name
-                )));
+                ));
             }
         }
     }
-    Ok(tunnels)
+    Ok(())
 }
 
 /// The keepalive `tcp` uses unless told otherwise (below every known middlebox idle
@@ -357,10 +374,12 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: (mpsc::Sender<()>, mpsc::Receiver<()>),
     metrics: Option<Arc<Metrics>>,
+    notice: Notice,
 ) -> Result<(), Error> {
     let (tx, mut rx) = reload;
     let shared = Shared {
         locks: Arc::new(OrgLocks::default()),
+        notice,
         metrics,
         registry: crate::status::Registry::new(),
     };
@@ -370,7 +389,7 @@ pub async fn run(
     ));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     crate::serve::raise_fd_limit();
-    let tunnels = load(path, Some(&shared.locks))?;
+    let tunnels = load(path, Some(&shared.locks), &shared.notice)?;
     let grace = tunnels
         .first()
         .map_or(crate::shutdown::GRACE, |(t, _)| t.grace_period);
@@ -431,13 +450,13 @@ async fn apply(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) {
-    let new = match load(path, Some(&shared.locks)) {
+    let new = match load(path, Some(&shared.locks), &shared.notice) {
         Ok(t) => t,
         Err(e) => {
             return error!("not reloaded, the running tunnels stay as they were: {e}");
         }
     };
-    let wanted: BTreeMap<String, (Tunnel, Target)> =
+    let wanted: BTreeMap<String, (Tunnel, TargetBuilder)> =
         new.into_iter().map(|t| (t.0.name.clone(), t)).collect();
     let gone: Vec<String> = running
         .iter()
@@ -480,24 +499,28 @@ async fn apply(
 /// What every tunnel of one `up` shares.
 struct Shared {
     locks: Arc<OrgLocks>,
+    /// Where the login flows' notes go.
+    notice: Notice,
     metrics: Option<Arc<Metrics>>,
     registry: Arc<crate::status::Registry>,
 }
 
 async fn start(
     tunnel: Tunnel,
-    mut target: Target,
+    target: TargetBuilder,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<Running, Error> {
-    target.metrics = shared.metrics.clone().map(|metrics| TunnelMetrics {
-        metrics,
-        name: tunnel.name.clone(),
-    });
-    target.status = Some(crate::status::Tap {
-        registry: shared.registry.clone(),
-        name: tunnel.name.clone(),
-    });
+    let target = target
+        .metrics(shared.metrics.clone().map(|metrics| TunnelMetrics {
+            metrics,
+            name: tunnel.name.clone(),
+        }))
+        .status(crate::status::Tap {
+            registry: shared.registry.clone(),
+            name: tunnel.name.clone(),
+        })
+        .build();
     let target = Arc::new(target);
     // A changed tunnel's old listener may still be closing: retry a busy address
     // for a moment before giving up.
@@ -518,13 +541,12 @@ async fn start(
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let creds = target.credentials.kind();
     shared.registry.add_tunnel(
         &tunnel.name,
         &target.url(),
         addrs,
-        target.auth.clone(),
-        creds,
+        target.credentials().login().cloned(),
+        target.credentials().kind(),
     );
     let stop = shutdown.child_token();
     let keepalive = crate::bridge::Keepalive {
@@ -555,6 +577,21 @@ struct Imported {
     service_token_id_env: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     service_token_secret_env: Option<String>,
+}
+
+/// `TUNNEL_<HOST>_<suffix>`, the host upper-cased with every other character `_`.
+fn env_var_name(host: &str, suffix: &str) -> String {
+    let stem: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("TUNNEL_{stem}_{suffix}")
 }
 
 /// What `tunnel up --from-cloudflared FILE` prints: the `forwarders:` of a
@@ -600,19 +637,7 @@ pub fn from_cloudflared(path: &Path) -> Result<(String, Vec<String>), Error> {
             "servicetokensecret",
             "secret_token_id",
         ]);
-        let var = |suffix: &str| {
-            let stem: String = host
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("TUNNEL_{stem}_{suffix}")
-        };
+        let var = |suffix: &str| env_var_name(host, suffix);
         let (id_env, secret_env) = match (&id, &secret) {
             (Some(id), Some(_)) => {
                 let (i, s) = (var("ID"), var("SECRET"));

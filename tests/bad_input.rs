@@ -3,7 +3,8 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use tunnel::edge::issuer::{Audience, Claims, Issuer, now_secs};
+use tunnel::protocol::{Audience, now_secs};
+use tunnel::{Claims, Issuer};
 
 use crate::support::origin::EchoOrigin;
 use crate::support::{CI_TOKEN, Edge, assert_exit, run, tempdir};
@@ -122,7 +123,7 @@ fn expired_token_is_refused() {
     )
     .unwrap();
     let claims: Claims = issuer
-        .verify(&good, &tunnel::edge::config::derive_aud("db.test"))
+        .verify(&good, &tunnel::derive_aud("db.test"))
         .unwrap();
     let expired = issuer.sign(&Claims {
         exp: now_secs() - 3600,
@@ -145,7 +146,7 @@ fn wrongly_signed_token_is_refused() {
     let dir = tempdir();
     let other = Issuer::load_or_create(&dir.path().join("other.pem"), "auth.example.test").unwrap();
     let forged = other.sign(&Claims {
-        aud: Audience::One(tunnel::edge::config::derive_aud("db.test")),
+        aud: Audience::One(tunnel::derive_aud("db.test")),
         email: Some("alice@example.test".into()),
         common_name: None,
         sub: "alice".into(),

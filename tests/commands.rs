@@ -1,7 +1,7 @@
 //! The smaller commands: `demo` (the README's first command), `ssh-config`,
 //! `edge check-config` and `edge mint-token`.
 
-use crate::support::{CI_TOKEN, Edge, assert_exit, run, tempdir};
+use crate::support::{CI_TOKEN, Edge, assert_exit, run, run_into_closed_pipe, tempdir};
 
 #[test]
 fn demo_proves_a_round_trip_and_exits_with_once() {
@@ -27,6 +27,25 @@ fn ssh_config_prints_a_proxycommand_stanza() {
     );
     let out = run(&["ssh-config", "--hostname", "http://ssh.test:8080"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--hostname http://%h:8080"));
+}
+
+/// A reader that went away (`tunnel ssh-config | head -c1`, once `head` exited)
+/// ends the command quietly with 0, as ripgrep does: no panic, no error line.
+#[test]
+fn a_closed_stdout_ends_quietly_with_zero() {
+    for args in [
+        &["ssh-config", "--hostname", "ssh.example.com"][..],
+        &["demo", "--once"][..],
+        &["completions", "bash"][..],
+    ] {
+        let out = run_into_closed_pipe(args, &[]);
+        assert_exit(&out, 0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -287,7 +306,7 @@ fn curl_gets_connect_to_and_ca_file_too() {
     );
     // A cached token, as a login leaves it (the edge's own, for this app).
     let tokens = tempdir();
-    let aud = tunnel::edge::config::derive_aud("db.test");
+    let aud = tunnel::derive_aud("db.test");
     let token = edge.mint("db.test", "alice@example.test", "10m");
     std::fs::write(tokens.path().join(format!("db.test-{aud}-token")), &token).unwrap();
     #[cfg(unix)]

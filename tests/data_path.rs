@@ -294,8 +294,7 @@ fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
     let dir = crate::support::tempdir();
     write_test_pki(dir.path(), &["echo.test"]);
     let certs =
-        tunnel::tls::server_config(&dir.path().join("edge.crt"), &dir.path().join("edge.key"))
-            .unwrap();
+        tunnel::server_config(&dir.path().join("edge.crt"), &dir.path().join("edge.key")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let edge_addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {

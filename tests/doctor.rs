@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tunnel::edge::Issuer;
+use tunnel::Issuer;
 
 use crate::support::origin::EchoOrigin;
 use crate::support::{CI_TOKEN, Edge, assert_exit, run, tempdir};
@@ -158,7 +158,7 @@ fn login_needed_refused_identity_and_expired_token_are_told_apart() {
         "auth.example.test",
     )
     .unwrap();
-    let aud = tunnel::edge::config::derive_aud("db.test");
+    let aud = tunnel::derive_aud("db.test");
     let file = cache.path().join(format!("db.test-{aud}-token"));
     std::fs::write(
         &file,

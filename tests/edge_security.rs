@@ -101,7 +101,7 @@ struct LoginPage {
 
 fn login_page(edge: &Edge, from: &str) -> LoginPage {
     let id = tunnel::protocol::transfer::KeyPair::generate().id();
-    let aud = tunnel::edge::config::derive_aud("db.test");
+    let aud = tunnel::derive_aud("db.test");
     let path = format!("/cdn-cgi/access/cli?token={id}&aud={aud}&redirect_url=%2F");
     let r = send_from(
         edge,
@@ -315,7 +315,7 @@ fn login_page_shows_who_asks_and_wants_the_code_confirmed() {
 
 /// An org token for alice, signed with the edge's own key.
 fn org_token(edge: &Edge) -> String {
-    let issuer = tunnel::edge::Issuer::load_or_create(
+    let issuer = tunnel::Issuer::load_or_create(
         &edge.dir.path().join("signing-key.pem"),
         "auth.example.test",
     )
@@ -327,7 +327,7 @@ fn org_token(edge: &Edge) -> String {
 fn org_exchange_redirects_only_to_the_app_host() {
     let edge = edge("");
     let cookie = format!("Cookie: CF_Authorization={}\r\n", org_token(&edge));
-    let aud = tunnel::edge::config::derive_aud("*.wild.test");
+    let aud = tunnel::derive_aud("*.wild.test");
     // The attack of issue 10: the "app host" in the path ends in the wildcard.
     for path in [
         format!("/cdn-cgi/access/login/evil.example/.wild.test?kid={aud}"),
@@ -359,7 +359,7 @@ fn org_exchange_redirects_only_to_the_app_host() {
 fn exchange_codes_are_single_use_and_bound_to_their_host() {
     let edge = edge("");
     let cookie = format!("Cookie: CF_Authorization={}\r\n", org_token(&edge));
-    let aud = tunnel::edge::config::derive_aud("*.wild.test");
+    let aud = tunnel::derive_aud("*.wild.test");
     let code_for = |host: &str| {
         let r = get(
             &edge,

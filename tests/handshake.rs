@@ -198,7 +198,7 @@ fn edge_takes_cloudflared_close_notify_without_close_frame_as_a_clean_end() {
         ),
         &["db.test"],
     );
-    let config = tunnel::tls::client_config(Some(&edge.ca())).unwrap();
+    let config = tunnel::client_config(Some(&edge.ca())).unwrap();
     let name = "db.test".try_into().unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(edge.addr).unwrap());

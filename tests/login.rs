@@ -354,7 +354,7 @@ fn expired_app_token_is_exchanged_with_the_org_token_without_a_browser() {
     let app_file = PathBuf::from(v["token_file"].as_str().unwrap());
     assert_eq!(w.logins(), 1);
     // Replace the app token with an expired one: the org token gets a new one.
-    let issuer = tunnel::edge::Issuer::load_or_create(
+    let issuer = tunnel::Issuer::load_or_create(
         &w.edge.dir.path().join("signing-key.pem"),
         "auth.example.test",
     )
@@ -362,7 +362,7 @@ fn expired_app_token_is_exchanged_with_the_org_token_without_a_browser() {
     let mut claims = issuer
         .verify(v["token"].as_str().unwrap(), v["aud"].as_str().unwrap())
         .unwrap();
-    claims.exp = tunnel::edge::issuer::now_secs() - 10;
+    claims.exp = tunnel::protocol::now_secs() - 10;
     std::fs::write(&app_file, issuer.sign(&claims)).unwrap();
     let (_tcp, local) = w.tcp("http://db.test", &[]);
     assert_eq!(echo(local, b"x"), b"x");
@@ -376,7 +376,7 @@ fn expired_app_token_is_exchanged_with_the_org_token_without_a_browser() {
     let mut org = issuer
         .verify_org(&std::fs::read_to_string(&org_file).unwrap())
         .unwrap();
-    org.exp = tunnel::edge::issuer::now_secs() - 10;
+    org.exp = tunnel::protocol::now_secs() - 10;
     std::fs::write(&org_file, issuer.sign(&org)).unwrap();
     std::fs::write(&app_file, issuer.sign(&claims)).unwrap();
     let (_tcp2, local2) = w.tcp("http://db.test", &[]);
@@ -580,7 +580,7 @@ fn login_page_is_csrf_safe_escapes_input_and_hands_off_once() {
     let mut w = World::start("1h");
     let keys = tunnel::protocol::transfer::KeyPair::generate();
     let id = keys.id();
-    let aud = tunnel::edge::config::derive_aud("db.test");
+    let aud = tunnel::derive_aud("db.test");
     let q =
         |extra: &str| format!("/cdn-cgi/access/cli?token={id}&aud={aud}&redirect_url=%2F{extra}");
 

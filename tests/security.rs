@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use tunnel::edge::Issuer;
+use tunnel::Issuer;
 
 use crate::login::World;
 use crate::support::hostile::Hostile;
@@ -258,6 +258,17 @@ fn token_and_logout_answer_from_the_cache_without_the_network() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         victim.app_token
+    );
+    // A reader that went away (`tunnel token | head -c1`): quiet, and still 0.
+    let out = crate::support::run_into_closed_pipe(
+        &["token", "--app", "http://db.test", "--connect-to", &dead],
+        &env,
+    );
+    assert_exit(&out, 0);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // Another app: no token cached, and the edge is unreachable: "log in", not "network".
     let out = run(

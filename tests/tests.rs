@@ -15,7 +15,6 @@ mod doctor;
 mod edge_logs;
 mod edge_security;
 mod examples;
-mod fuzz_seeds;
 mod handshake;
 mod layers;
 mod login;

@@ -157,7 +157,7 @@ fn handshake(addr: SocketAddr) {
 /// Bogus logins in a loop, each on a fresh connection, until `stop`.
 fn bogus_logins(addr: SocketAddr, stop: &AtomicBool, posts: &AtomicU64) {
     let id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let aud = tunnel::edge::config::derive_aud(APP);
+    let aud = tunnel::derive_aud(APP);
     let path = format!("/cdn-cgi/access/cli?token={id}&aud={aud}&redirect_url=%2F");
     while !stop.load(Ordering::Relaxed) {
         let page = request(

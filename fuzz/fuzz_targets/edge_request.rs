@@ -1,4 +1,4 @@
 //! An HTTP/1.1 request head, as the edge checks a handshake.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tunnel::fuzzing::edge_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tunnel_fuzz::edge_request(data));

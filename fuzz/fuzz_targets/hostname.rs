@@ -1,4 +1,4 @@
 //! `--hostname`, `--destination` and `-H` values.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tunnel::fuzzing::hostname(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tunnel_fuzz::hostname(data));

@@ -4,7 +4,6 @@
 //! discovery, then the cached app token, then the org-token exchange, then the
 //! browser login with the encrypted hand-off.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +55,8 @@ pub struct AuthConfig {
     /// auth domain, so the second app of an organisation waits for the first app's
     /// browser login and then exchanges its org token instead of opening a browser.
     pub org_locks: Option<Arc<OrgLocks>>,
+    /// Where notes for the person go (the login URL, waiting): stderr in the binary.
+    pub notice: crate::console::Notice,
 }
 
 /// One async lock per auth domain, for [`AuthConfig::org_locks`].
@@ -147,11 +148,6 @@ impl Authenticator {
             store,
             state: tokio::sync::Mutex::new(State::default()),
         })
-    }
-
-    /// The token cache.
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// The token in memory, if one was obtained and no refresh is running.
@@ -309,16 +305,7 @@ impl Authenticator {
             source,
         };
         if let Some(stale) = stale {
-            // Only a token we offered (so one this edge's auth domain issued) and the
-            // edge refused is deleted; nothing else because of one edge's answer.
-            let on_disk = self.store.read(&app_path, None)?;
-            if on_disk.as_ref().is_some_and(|c| &c.token == stale) {
-                info!(
-                    "the edge refused the cached token for {}; removing it",
-                    self.cfg.host
-                );
-                self.store.remove(&app_path)?;
-            }
+            self.forget_refused(&app_path, stale)?;
         }
         if let Some(c) = self.cached_fit(&app_path, &info)?
             && stale != Some(&c.token)
@@ -332,6 +319,43 @@ impl Authenticator {
             Some(locks) => Some(locks.lock(auth_domain).await),
             None => None,
         };
+        if let Some(token) = self.exchange_org(&http, &info, &app_path).await? {
+            return Ok(done(token, Source::Exchange));
+        }
+        if !self.cfg.interactive {
+            return Err(AuthError::LoginNeeded {
+                app: self.cfg.app_url(),
+            });
+        }
+        let (token, source) = self.log_in_or_wait(&info, &app_path).await?;
+        Ok(done(token, source))
+    }
+
+    /// Delete the cached token at `app_path` if it is `stale`, the token we offered
+    /// and this edge refused; nothing else because of one edge's answer.
+    fn forget_refused(&self, app_path: &Path, stale: &Secret) -> Result<(), AuthError> {
+        // Only a token we offered (so one this edge's auth domain issued) and the
+        // edge refused is deleted; nothing else because of one edge's answer.
+        let on_disk = self.store.read(app_path, None)?;
+        if on_disk.as_ref().is_some_and(|c| &c.token == stale) {
+            info!(
+                "the edge refused the cached token for {}; removing it",
+                self.cfg.host
+            );
+            self.store.remove(app_path)?;
+        }
+        Ok(())
+    }
+
+    /// Exchange the organisation's cached login for a token of this app, when there
+    /// is one; it is cached at `app_path`.
+    async fn exchange_org(
+        &self,
+        http: &reqwest::Client,
+        info: &AppInfo,
+        app_path: &Path,
+    ) -> Result<Option<Secret>, AuthError> {
+        let auth_domain = info.meta.auth_domain.as_str();
         let org_path = self.store.org_token_path(auth_domain);
         let org = self
             .store
@@ -344,11 +368,11 @@ impl Authenticator {
                 auth_domain,
                 plain_ok: self.cfg.plain_ok(),
             };
-            match exchange::exchange(&http, scope, org.token.expose()).await? {
-                Outcome::Token(token) if self.fits(&token, &info) => {
-                    self.store.write(&app_path, &token)?;
+            match exchange::exchange(http, scope, org.token.expose()).await? {
+                Outcome::Token(token) if self.fits(&token, info) => {
+                    self.store.write(app_path, &token)?;
                     info!("exchanged the org token for a new {} token", self.cfg.host);
-                    return Ok(done(Secret::new(token), Source::Exchange));
+                    return Ok(Some(Secret::new(token)));
                 }
                 Outcome::Token(_) => {
                     info!(
@@ -376,43 +400,47 @@ impl Authenticator {
                 }
             }
         }
-        if !self.cfg.interactive {
-            return Err(AuthError::LoginNeeded {
-                app: self.cfg.app_url(),
-            });
-        }
+        Ok(None)
+    }
+
+    /// Log in in the browser, or wait for the other process that is logging in to
+    /// this app; the tokens are cached at `app_path` and the org token path.
+    async fn log_in_or_wait(
+        &self,
+        info: &AppInfo,
+        app_path: &Path,
+    ) -> Result<(Secret, Source), AuthError> {
+        let auth_domain = info.meta.auth_domain.as_str();
+        let org_path = self.store.org_token_path(auth_domain);
         let mut shown_other = false;
         loop {
-            if let Some(lock) = self.store.try_lock(&app_path)? {
-                let handoff = self.browser_login(&info, &lock).await?;
+            if let Some(lock) = self.store.try_lock(app_path)? {
+                let handoff = self.browser_login(info, &lock).await?;
                 let org_fits = super::jwt::claims(&handoff.org_token)
                     .is_ok_and(|c| binding::org_token_fits(&c, auth_domain));
-                if !self.fits(&handoff.app_token, &info) || !org_fits {
+                if !self.fits(&handoff.app_token, info) || !org_fits {
                     return Err(AuthError::LoginFailed(format!(
                         "the login hand-off holds tokens that {auth_domain} did not issue for {}; nothing was cached",
                         self.cfg.host
                     )));
                 }
                 self.store.write(&org_path, &handoff.org_token)?;
-                self.store.write(&app_path, &handoff.app_token)?;
+                self.store.write(app_path, &handoff.app_token)?;
                 drop(lock);
-                return Ok(done(
-                    Secret::new(handoff.app_token.clone()),
-                    Source::Browser,
-                ));
+                return Ok((Secret::new(handoff.app_token.clone()), Source::Browser));
             }
             // Another process is logging in: wait for its token (or for it to give up).
             if !shown_other {
                 shown_other = true;
-                let url = self.store.login_url(&app_path).unwrap_or_default();
-                eprintln!(
+                let url = self.store.login_url(app_path).unwrap_or_default();
+                self.cfg.notice.say(&format!(
                     "Another tunnel process is logging in to {}; waiting for it. {url}",
                     self.cfg.host
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(c) = self.cached_fit(&app_path, &info)? {
-                return Ok(done(c.token, Source::Cache));
+            if let Some(c) = self.cached_fit(app_path, info)? {
+                return Ok((c.token, Source::Cache));
             }
         }
     }
@@ -451,16 +479,26 @@ impl Authenticator {
             enc(&redirect)
         );
         lock.publish_url(&url);
-        eprintln!(
+        self.cfg.notice.say(&format!(
             "Log in to {} in your browser:\n\n    {url}\n\nThe page must show the code {}; log in only if it does.\n",
             self.cfg.host,
             protocol::login_code(&id)
-        );
+        ));
         if !browser::open(&url) {
-            eprintln!(
-                "No browser could be opened here: open the URL above on any machine; waiting."
+            self.cfg.notice.say(
+                "No browser could be opened here: open the URL above on any machine; waiting.",
             );
         }
+        self.poll_handoff(info, &keys).await
+    }
+
+    /// Wait for the hand-off of the login that `keys` asked for, and open it.
+    async fn poll_handoff(
+        &self,
+        info: &AppInfo,
+        keys: &KeyPair,
+    ) -> Result<crate::protocol::transfer::Handoff, AuthError> {
+        let id = keys.id();
         let base = self
             .cfg
             .transfer_url
@@ -476,7 +514,7 @@ impl Authenticator {
             &[self.cfg.host.as_str(), poll_host.as_str()],
             POLL_TIMEOUT + Duration::from_secs(5),
         )?;
-        let waiting = Waiting::start(&self.cfg.host);
+        let waiting = Waiting::start(&self.cfg.host, &self.cfg.notice);
         for _ in 0..MAX_POLLS {
             let started = Instant::now();
             let resp = match http.get(&poll_url).send().await {
@@ -552,11 +590,12 @@ struct Waiting {
     bar: Option<indicatif::ProgressBar>,
     host: String,
     started: Instant,
+    notice: crate::console::Notice,
 }
 
 impl Waiting {
-    fn start(host: &str) -> Waiting {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    fn start(host: &str, notice: &crate::console::Notice) -> Waiting {
+        let bar = notice.is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             let style = indicatif::ProgressStyle::with_template(
                 "{spinner} waiting for the login to {msg} ({elapsed})",
@@ -568,12 +607,13 @@ impl Waiting {
             bar
         });
         if bar.is_none() {
-            eprintln!("waiting for the login to {host}...");
+            notice.say(&format!("waiting for the login to {host}..."));
         }
         Waiting {
             bar,
             host: host.to_string(),
             started: Instant::now(),
+            notice: notice.clone(),
         }
     }
 
@@ -581,7 +621,9 @@ impl Waiting {
         let secs = self.started.elapsed().as_secs();
         match &self.bar {
             Some(bar) => bar.finish_with_message(format!("{}: {what}", self.host)),
-            None => eprintln!("{}: {what} after {secs} s", self.host),
+            None => self
+                .notice
+                .say(&format!("{}: {what} after {secs} s", self.host)),
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod login;
 mod private;
 pub mod store;
 
-pub use login::{AuthConfig, Authenticator, Obtained, Source};
+pub use login::{AuthConfig, Authenticator, Source};
 
 use crate::exit;
 

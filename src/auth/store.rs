@@ -83,11 +83,6 @@ impl Store {
         })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Path of the app token file for `app_hostname` (the pattern) and `aud`.
     pub fn app_token_path(&self, app_hostname: &str, aud: &str) -> PathBuf {
         self.dir
@@ -349,7 +344,7 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("cache")).unwrap();
-        assert_eq!(mode(store.dir()), 0o700);
+        assert_eq!(mode(&store.dir), 0o700);
         let p = store.app_token_path("db.test", "aud1");
         store
             .write(&p, &token(jwt::now_secs() + 60, "aud1"))
@@ -363,9 +358,9 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(store.read(&p, Some("aud1")).unwrap().is_some());
         assert_eq!(mode(&p), 0o600);
-        fs::set_permissions(store.dir(), fs::Permissions::from_mode(0o755)).unwrap();
-        let store = Store::open(store.dir()).unwrap();
-        assert_eq!(mode(store.dir()), 0o700);
+        fs::set_permissions(&store.dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::open(&store.dir).unwrap();
+        assert_eq!(mode(&store.dir), 0o700);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::target::{Credentials, Target};
+use super::target::{Credentials, Scheme, Target};
 use crate::secret::Secret;
 use crate::{exit, protocol};
 
@@ -197,8 +197,8 @@ pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()>
         .expect("static request parts are valid");
     let headers = req.headers_mut();
     let login_token = token.map(|t| Credentials::Token(t.clone()));
-    match login_token.as_ref().unwrap_or(&target.credentials) {
-        Credentials::None => {}
+    match login_token.as_ref().unwrap_or(target.credentials()) {
+        Credentials::None | Credentials::Login(_) => {}
         Credentials::Token(token) => {
             if let Ok(v) = HeaderValue::from_str(token.expose()) {
                 headers.insert(protocol::ACCESS_TOKEN, sensitive(v));
@@ -214,12 +214,12 @@ pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()>
             }
         }
     }
-    if let Some(dest) = &target.destination
+    if let Some(dest) = target.destination()
         && let Ok(v) = HeaderValue::from_str(dest)
     {
         headers.insert(protocol::JUMP_DESTINATION, v);
     }
-    for (name, value) in &target.headers {
+    for (name, value) in target.headers() {
         headers.append(name.clone(), value.clone());
     }
     req
@@ -234,7 +234,7 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
 /// login) overrides the target's credentials.
 pub async fn dial(target: &Target, token: Option<&Secret>) -> Result<Connected, DialError> {
     let addr = target.dial_addr();
-    let tcp = match &target.proxy {
+    let tcp = match target.proxy() {
         Some(proxy) => via_proxy(proxy, &addr).await?,
         None => tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr))
             .await
@@ -328,24 +328,21 @@ async fn handshake(
     addr: &str,
     tcp: TcpStream,
 ) -> Result<Connected, DialError> {
-    let stream = if target.tls {
-        let config = target
-            .tls_config
-            .clone()
-            .expect("a TLS target always carries a TLS config");
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
-            DialError::Tls {
-                host: target.host.clone(),
-                addr: addr.to_string(),
-                detail: e.to_string(),
-                hint: "; --hostname must be a DNS name for TLS",
-            }
-        })?;
-        let tls = tokio_rustls::TlsConnector::from(config)
+    let stream = if let Scheme::Tls(config) = target.scheme() {
+        let name =
+            rustls::pki_types::ServerName::try_from(target.host().to_string()).map_err(|e| {
+                DialError::Tls {
+                    host: target.host().to_string(),
+                    addr: addr.to_string(),
+                    detail: e.to_string(),
+                    hint: "; --hostname must be a DNS name for TLS",
+                }
+            })?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, crate::tls::ReadAhead::new(tcp))
             .await
             .map_err(|e| DialError::Tls {
-                host: target.host.clone(),
+                host: target.host().to_string(),
                 addr: addr.to_string(),
                 detail: e.to_string(),
                 hint: tls_hint(&e),
@@ -356,7 +353,7 @@ async fn handshake(
             .set_buffer_limit(Some(crate::tls::TLS_BUFFER));
         let conn = tls.get_ref().1;
         let (kind, suite) = (conn.handshake_kind(), conn.negotiated_cipher_suite());
-        tracing::debug!(host = %target.host, "TLS handshake: {kind:?}, {:?}", suite.map(|s| s.suite()));
+        tracing::debug!(host = %target.host(), "TLS handshake: {kind:?}, {:?}", suite.map(|s| s.suite()));
         EdgeStream::Tls(Box::new(tls))
     } else {
         EdgeStream::Plain(tcp)
@@ -368,13 +365,12 @@ async fn handshake(
     };
     let (stream, response, rest) = upgrade(stream, &request).await.map_err(protocol_error)?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let mut t = target.clone();
-        if let Some(tok) = token {
-            t.credentials = Credentials::Token(tok.clone());
-        }
+        let login_token = token.map(|t| Credentials::Token(t.clone()));
+        let credentials = login_token.as_ref().unwrap_or(target.credentials());
         let (parts, ()) = response.into_parts();
         let body = (!rest.is_empty()).then(|| rest.to_vec());
-        return Err(classify(&t, &http::Response::from_parts(parts, body)));
+        let response = http::Response::from_parts(parts, body);
+        return Err(classify(target.host(), credentials, &response));
     }
     check_upgrade(&request, &response).map_err(protocol_error)?;
     Ok(Connected {
@@ -386,7 +382,7 @@ async fn handshake(
         )
         .with_buffered(rest)
         // rustls reports a cut as an error: an end it reports is the edge's close_notify.
-        .with_clean_eof(target.tls),
+        .with_clean_eof(target.is_tls()),
     })
 }
 
@@ -489,7 +485,11 @@ fn check_upgrade(request: &Request<()>, response: &http::Response<()>) -> Result
 }
 
 /// Turn a non-101 handshake response into the error that tells the user what to do.
-pub fn classify(target: &Target, response: &http::Response<Option<Vec<u8>>>) -> DialError {
+pub fn classify(
+    host: &str,
+    credentials: &Credentials,
+    response: &http::Response<Option<Vec<u8>>>,
+) -> DialError {
     let status = response.status();
     let header = |name: &str| {
         response
@@ -513,17 +513,19 @@ pub fn classify(target: &Target, response: &http::Response<Option<Vec<u8>>>) -> 
     if let Some(ray) = header(protocol::CF_RAY) {
         detail.push_str(&format!(", cf-ray {}", one_line(&ray)));
     }
-    let host = target.host.clone();
+    let host = host.to_string();
     let login = location.as_deref().is_some_and(protocol::is_login_redirect);
     let auth_refusal = login || status == StatusCode::UNAUTHORIZED;
-    match (&target.credentials, auth_refusal) {
+    match (credentials, auth_refusal) {
         (Credentials::ServiceToken { id, .. }, true) => DialError::ServiceTokenRefused {
             host,
             id: id.clone(),
             detail,
         },
         (Credentials::Token(_), true) => DialError::TokenRefused { host, detail },
-        (Credentials::None, true) => DialError::LoginRequired { host, detail },
+        (Credentials::None | Credentials::Login(_), true) => {
+            DialError::LoginRequired { host, detail }
+        }
         _ if matches!(status.as_u16(), 502..=504) => DialError::Origin { host, detail },
         _ => DialError::Refused { host, detail },
     }
@@ -610,8 +612,7 @@ mod tests {
 
     #[test]
     fn login_redirect_with_a_service_token_is_a_refusal_not_a_login() {
-        let mut t = Target::parse("db.example.com").unwrap();
-        t.credentials = Credentials::ServiceToken {
+        let t = Credentials::ServiceToken {
             id: "ci.access".into(),
             secret: Secret::new("x"),
         };
@@ -622,7 +623,7 @@ mod tests {
                 ("cf-ray", "8a1-LHR"),
             ],
         );
-        let e = classify(&t, &r);
+        let e = classify("db.example.com", &t, &r);
         assert_eq!(e.exit_code(), exit::AUTH_REFUSED);
         let msg = e.to_string();
         assert!(
@@ -633,26 +634,28 @@ mod tests {
 
     #[test]
     fn statuses_map_to_distinct_errors() {
-        let t = Target::parse("db.example.com").unwrap();
+        let t =
+            |r: &http::Response<Option<Vec<u8>>>| classify("db.example.com", &Credentials::None, r);
         let login = response(
             302,
             &[("location", "https://a.test/cdn-cgi/access/login/db")],
         );
-        assert_eq!(classify(&t, &login).exit_code(), exit::LOGIN_NEEDED);
-        assert_eq!(classify(&t, &response(502, &[])).exit_code(), exit::ORIGIN);
-        assert_eq!(
-            classify(&t, &response(403, &[])).exit_code(),
-            exit::EDGE_REFUSED
-        );
+        assert_eq!(t(&login).exit_code(), exit::LOGIN_NEEDED);
+        assert_eq!(t(&response(502, &[])).exit_code(), exit::ORIGIN);
+        assert_eq!(t(&response(403, &[])).exit_code(), exit::EDGE_REFUSED);
     }
 
     #[test]
     fn secrets_are_sent_but_not_debug_printed() {
-        let mut t = Target::parse("db.example.com").unwrap();
-        t.credentials = Credentials::ServiceToken {
+        let t = Target::builder(
+            crate::client::target::AppUrl::parse("db.example.com").unwrap(),
+            crate::tls::client_config(None).unwrap(),
+        )
+        .credentials(Credentials::ServiceToken {
             id: "id".into(),
             secret: Secret::new("s3cret"),
-        };
+        })
+        .build();
         let req = handshake_request(&t, None);
         assert_eq!(req.headers()[protocol::CLIENT_SECRET], "s3cret");
         assert!(!format!("{req:?}").contains("s3cret"));

@@ -70,7 +70,7 @@ pub async fn serve_stream_from<L>(
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
-    match &target.status {
+    match target.status() {
         Some(tap) => {
             let live = tap.registry.open(&tap.name, peer);
             bridged(live.count(local), target, keepalive).await
@@ -87,7 +87,7 @@ async fn bridged<L>(
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
-    let counted = target.metrics.as_ref().map(Counted::start);
+    let counted = target.metrics().map(Counted::start);
     let started = std::time::Instant::now();
     // Boxed: the handshake's state (TLS, HTTP) is large and needed only briefly;
     // inline it would stay in every connection's task for its whole life.
@@ -127,7 +127,7 @@ where
         }
     }
     result.map_err(|source| ConnError::Bridge {
-        host: target.host.clone(),
+        host: target.host().to_string(),
         source,
     })
 }
@@ -187,7 +187,7 @@ pub async fn probe(
 /// authenticator produce a token, once per cause, and the dial is tried again. With
 /// a service token or `--token` there is no authenticator, so no login ever happens.
 pub async fn connect(target: &Target) -> Result<dial::Connected, ConnError> {
-    let Some(auth) = &target.auth else {
+    let Some(auth) = target.credentials().login() else {
         return Ok(dial::dial(target, None).await?);
     };
     let mut token = auth.current();
@@ -197,7 +197,7 @@ pub async fn connect(target: &Target) -> Result<dial::Connected, ConnError> {
             Ok(conn) => return Ok(conn),
             Err(DialError::LoginRequired { .. } | DialError::TokenRefused { .. }) => {
                 let obtained = auth.token(token.as_ref()).await?;
-                if let Some(m) = &target.metrics {
+                if let Some(m) = target.metrics() {
                     let source = match obtained.source {
                         crate::auth::Source::Cache => "cache",
                         crate::auth::Source::Exchange => "exchange",

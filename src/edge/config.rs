@@ -233,137 +233,18 @@ impl Config {
             ));
         }
 
-        let mut service_tokens = Vec::new();
-        let mut names = HashSet::new();
-        let mut ids = HashSet::new();
-        for (i, t) in raw.service_tokens.into_iter().enumerate() {
-            let at = format!("service_tokens[{i}] ({})", t.name);
-            if t.name.is_empty() || !names.insert(t.name.clone()) {
-                return Err(format!("{at}: name must be present and unique"));
-            }
-            if t.client_id.is_empty() || !ids.insert(t.client_id.clone()) {
-                return Err(format!("{at}: client_id must be present and unique"));
-            }
-            let secret_sha256 = match (&t.client_secret, &t.client_secret_sha256) {
-                (Some(s), None) if !s.expose().is_empty() => {
-                    Sha256::digest(s.expose().as_bytes()).into()
-                }
-                (None, Some(hex)) => parse_sha256_hex(hex)
-                    .ok_or_else(|| format!("{at}: client_secret_sha256 must be 64 hex digits"))?,
-                _ => {
-                    return Err(format!(
-                        "{at}: set exactly one of client_secret and client_secret_sha256"
-                    ));
-                }
-            };
-            service_tokens.push(ServiceToken {
-                name: t.name,
-                client_id: t.client_id,
-                secret_sha256,
-            });
-        }
-
-        let mut users = Vec::new();
-        for (i, u) in raw.users.into_iter().enumerate() {
-            let email = u.email.trim().to_ascii_lowercase();
-            if !email.contains('@') {
-                return Err(format!(
-                    "users[{i}]: email {:?} is not an email address",
-                    u.email
-                ));
-            }
-            if let Err(why) = check_hash(u.password_hash.expose()) {
-                return Err(format!(
-                    "users[{i}] ({email}): password_hash is {why}, so this user could never log in; make one with `tunnel edge hash-password`"
-                ));
-            }
-            users.push(User {
-                email,
-                password_hash: u.password_hash,
-            });
-        }
-
+        let (service_tokens, names) = service_tokens(raw.service_tokens)?;
+        let users = users(raw.users)?;
         if raw.apps.is_empty() {
             return Err("no [[apps]]: add at least one app with hostname, origin and allow".into());
         }
-        let mut apps = Vec::new();
         let mut hosts = HashSet::new();
-        for (i, a) in raw.apps.into_iter().enumerate() {
-            let at = format!("apps[{i}] ({})", a.hostname);
-            let hostname = a.hostname.trim().to_ascii_lowercase();
-            if !valid_pattern(&hostname) {
-                return Err(format!(
-                    "{at}: hostname must be a host name, optionally starting with \"*.\" (e.g. db.example.test)"
-                ));
-            }
-            if !hosts.insert(hostname.clone()) {
-                return Err(format!("{at}: hostname appears twice"));
-            }
-            let upstream = match (a.origin, a.destinations) {
-                (Some(o), None) => {
-                    check_host_port(&o)
-                        .map_err(|_| format!("{at}: origin {o:?} is not host:port"))?;
-                    Upstream::Origin(o)
-                }
-                (None, Some(d)) if !d.is_empty() => {
-                    for x in &d {
-                        check_host_port(x)
-                            .map_err(|_| format!("{at}: destination {x:?} is not host:port"))?;
-                    }
-                    Upstream::Destinations(d)
-                }
-                _ => {
-                    return Err(format!(
-                        "{at}: set exactly one of origin and destinations (non-empty)"
-                    ));
-                }
-            };
-            let mut allow_emails = Vec::new();
-            let mut allow_services = Vec::new();
-            for entry in a.allow {
-                if let Some(name) = entry.strip_prefix("service:") {
-                    if !names.contains(name) {
-                        return Err(format!(
-                            "{at}: allow names service token {name:?}, which no [[service_tokens]] defines"
-                        ));
-                    }
-                    allow_services.push(name.to_string());
-                } else if entry.contains('@') {
-                    allow_emails.push(entry.trim().to_ascii_lowercase());
-                } else {
-                    return Err(format!(
-                        "{at}: allow entry {entry:?} is neither an email nor \"service:NAME\""
-                    ));
-                }
-            }
-            if allow_emails.is_empty() && allow_services.is_empty() {
-                return Err(format!("{at}: allow is empty, so nobody could ever enter"));
-            }
-            let session = match a.session.as_deref() {
-                None => Duration::from_secs(24 * 3600),
-                Some(s) => humantime::parse_duration(s)
-                    .ok()
-                    .filter(|d| *d >= Duration::from_secs(1))
-                    .ok_or_else(|| {
-                        format!(
-                            "{at}: session {s:?} is not a duration of at least 1s, e.g. \"24h\""
-                        )
-                    })?,
-            };
-            let aud = match a.aud {
-                Some(aud) if !aud.trim().is_empty() => aud.trim().to_string(),
-                Some(_) => return Err(format!("{at}: aud is empty")),
-                None => derive_aud(&hostname),
-            };
-            apps.push(App {
-                hostname,
-                upstream,
-                allow_emails,
-                allow_services,
-                session,
-                aud,
-            });
-        }
+        let apps = raw
+            .apps
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| app(i, a, &names, &mut hosts))
+            .collect::<Result<Vec<_>, _>>()?;
         let login_limits = login_limits(raw.login_limits)?;
         Ok(Config {
             login_limits,
@@ -398,6 +279,149 @@ impl Config {
             },
         })
     }
+}
+
+/// The `[[service_tokens]]`, checked, and their names (for `allow`).
+fn service_tokens(
+    raw: Vec<RawServiceToken>,
+) -> Result<(Vec<ServiceToken>, HashSet<String>), String> {
+    let mut service_tokens = Vec::new();
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = format!("service_tokens[{i}] ({})", t.name);
+        if t.name.is_empty() || !names.insert(t.name.clone()) {
+            return Err(format!("{at}: name must be present and unique"));
+        }
+        if t.client_id.is_empty() || !ids.insert(t.client_id.clone()) {
+            return Err(format!("{at}: client_id must be present and unique"));
+        }
+        let secret_sha256 = match (&t.client_secret, &t.client_secret_sha256) {
+            (Some(s), None) if !s.expose().is_empty() => {
+                Sha256::digest(s.expose().as_bytes()).into()
+            }
+            (None, Some(hex)) => parse_sha256_hex(hex)
+                .ok_or_else(|| format!("{at}: client_secret_sha256 must be 64 hex digits"))?,
+            _ => {
+                return Err(format!(
+                    "{at}: set exactly one of client_secret and client_secret_sha256"
+                ));
+            }
+        };
+        service_tokens.push(ServiceToken {
+            name: t.name,
+            client_id: t.client_id,
+            secret_sha256,
+        });
+    }
+
+    Ok((service_tokens, names))
+}
+
+/// The `[[users]]`, checked: each could log in.
+fn users(raw: Vec<RawUser>) -> Result<Vec<User>, String> {
+    let mut users = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        let email = u.email.trim().to_ascii_lowercase();
+        if !email.contains('@') {
+            return Err(format!(
+                "users[{i}]: email {:?} is not an email address",
+                u.email
+            ));
+        }
+        if let Err(why) = check_hash(u.password_hash.expose()) {
+            return Err(format!(
+                "users[{i}] ({email}): password_hash is {why}, so this user could never log in; make one with `tunnel edge hash-password`"
+            ));
+        }
+        users.push(User {
+            email,
+            password_hash: u.password_hash,
+        });
+    }
+
+    Ok(users)
+}
+
+/// `[[apps]]` entry `i`, checked against the service token `names`; its hostname
+/// must not be in `hosts` yet (it is added).
+fn app(
+    i: usize,
+    a: RawApp,
+    names: &HashSet<String>,
+    hosts: &mut HashSet<String>,
+) -> Result<App, String> {
+    let at = format!("apps[{i}] ({})", a.hostname);
+    let hostname = a.hostname.trim().to_ascii_lowercase();
+    if !valid_pattern(&hostname) {
+        return Err(format!(
+            "{at}: hostname must be a host name, optionally starting with \"*.\" (e.g. db.example.test)"
+        ));
+    }
+    if !hosts.insert(hostname.clone()) {
+        return Err(format!("{at}: hostname appears twice"));
+    }
+    let upstream = match (a.origin, a.destinations) {
+        (Some(o), None) => {
+            check_host_port(&o).map_err(|_| format!("{at}: origin {o:?} is not host:port"))?;
+            Upstream::Origin(o)
+        }
+        (None, Some(d)) if !d.is_empty() => {
+            for x in &d {
+                check_host_port(x)
+                    .map_err(|_| format!("{at}: destination {x:?} is not host:port"))?;
+            }
+            Upstream::Destinations(d)
+        }
+        _ => {
+            return Err(format!(
+                "{at}: set exactly one of origin and destinations (non-empty)"
+            ));
+        }
+    };
+    let mut allow_emails = Vec::new();
+    let mut allow_services = Vec::new();
+    for entry in a.allow {
+        if let Some(name) = entry.strip_prefix("service:") {
+            if !names.contains(name) {
+                return Err(format!(
+                    "{at}: allow names service token {name:?}, which no [[service_tokens]] defines"
+                ));
+            }
+            allow_services.push(name.to_string());
+        } else if entry.contains('@') {
+            allow_emails.push(entry.trim().to_ascii_lowercase());
+        } else {
+            return Err(format!(
+                "{at}: allow entry {entry:?} is neither an email nor \"service:NAME\""
+            ));
+        }
+    }
+    if allow_emails.is_empty() && allow_services.is_empty() {
+        return Err(format!("{at}: allow is empty, so nobody could ever enter"));
+    }
+    let session = match a.session.as_deref() {
+        None => Duration::from_secs(24 * 3600),
+        Some(s) => humantime::parse_duration(s)
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| {
+                format!("{at}: session {s:?} is not a duration of at least 1s, e.g. \"24h\"")
+            })?,
+    };
+    let aud = match a.aud {
+        Some(aud) if !aud.trim().is_empty() => aud.trim().to_string(),
+        Some(_) => return Err(format!("{at}: aud is empty")),
+        None => derive_aud(&hostname),
+    };
+    Ok(App {
+        hostname,
+        upstream,
+        allow_emails,
+        allow_services,
+        session,
+        aud,
+    })
 }
 
 /// Whether `hash` is a password hash the login page can verify: an argon2 PHC

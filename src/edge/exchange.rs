@@ -144,7 +144,7 @@ type Body = Full<Bytes>;
 /// edge's auth domain.
 pub fn transfer_base(edge: &Edge) -> String {
     edge.config.transfer_url.clone().unwrap_or_else(|| {
-        let scheme = if edge.tls.is_some() { "https" } else { "http" };
+        let scheme = crate::protocol::http_scheme(edge.tls.is_some());
         format!("{scheme}://{}", edge.config.auth_domain)
     })
 }
@@ -229,7 +229,7 @@ pub fn login(edge: &Edge, path: &str, query: &str, headers: &HeaderMap) -> Respo
         host: app_host.clone(),
         jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
     });
-    let scheme = if edge.tls.is_some() { "https" } else { "http" };
+    let scheme = crate::protocol::http_scheme(edge.tls.is_some());
     let location = format!(
         "{scheme}://{app_host}{}?code={code}",
         protocol::AUTHORIZED_PATH

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use subtle::ConstantTimeEq;
 
 use super::Edge;
-use super::config::User;
+use super::config::{App, User};
 use crate::protocol::transfer::{self, Handoff};
 
 /// Largest login form accepted.
@@ -185,13 +185,12 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Serve `GET` (the form) or `POST` (the login) of the CLI login page to `peer`.
-pub async fn cli_page(
-    edge: &Edge,
-    req: http::Request<hyper::body::Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
-    let query = req.uri().query().unwrap_or("").to_string();
+/// The login link's hand-off id and app, from the page's `query`; the title and
+/// body of a refusal page when the link is incomplete or names no app.
+fn link<'a>(
+    edge: &'a Edge,
+    query: &str,
+) -> Result<(String, &'a App), (&'static str, &'static str)> {
     let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
@@ -204,20 +203,74 @@ pub async fn cli_page(
     };
     let (id, aud) = (param("token"), param("aud"));
     if transfer::decode_key(&id).is_err() || aud.is_empty() {
-        return page(
-            StatusCode::BAD_REQUEST,
+        return Err((
             "Bad login link",
             "<p id=\"error\">This login link is incomplete. Run the tunnel command again.</p>",
+        ));
+    }
+    let Some(app) = edge.config.apps.iter().find(|a| a.aud == aud) else {
+        return Err((
+            "Unknown app",
+            "<p id=\"error\">No app matches this login link.</p>",
+        ));
+    };
+    Ok((id, app))
+}
+
+/// `user` logged in for `app`: if the app allows them, seal their tokens for the
+/// waiting client (hand-off `id`) and say so.
+fn hand_off(edge: &Edge, app: &App, user: &User, id: &str) -> Response<Body> {
+    if !app.allow_emails.contains(&user.email) {
+        tracing::info!(app = %app.hostname, email = %user.email, "login refused by policy");
+        let msg = format!(
+            "<p id=\"error\">{} may not use {}.</p>",
+            escape(&user.email),
+            escape(&app.hostname)
+        );
+        return page(StatusCode::FORBIDDEN, "Not allowed", &msg, None);
+    }
+    let handoff = Handoff {
+        app_token: edge.issuer.mint(&app.aud, &user.email, app.session),
+        org_token: edge.issuer.mint_org(&user.email, ORG_SESSION),
+    };
+    let sealed = match transfer::seal(&handoff, id) {
+        Ok(s) => s,
+        Err(e) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad login link",
+                &format!("<p id=\"error\">{}</p>", escape(&e.to_string())),
+                None,
+            );
+        }
+    };
+    if edge.handoffs.put(id, sealed).is_err() {
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "<p id=\"error\">Too many logins in progress; try again in a minute.</p>",
             None,
         );
     }
-    let Some(app) = edge.config.apps.iter().find(|a| a.aud == aud) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Unknown app",
-            "<p id=\"error\">No app matches this login link.</p>",
-            None,
-        );
+    tracing::info!(app = %app.hostname, email = %user.email, "login complete; hand-off ready");
+    let msg = format!(
+        "<p id=\"done\">Logged in to {} as {}. You can close this window and return to the terminal.</p>",
+        escape(&app.hostname),
+        escape(&user.email)
+    );
+    page(StatusCode::OK, "Logged in", &msg, None)
+}
+
+/// Serve `GET` (the form) or `POST` (the login) of the CLI login page to `peer`.
+pub async fn cli_page(
+    edge: &Edge,
+    req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (id, app) = match link(edge, &query) {
+        Ok(found) => found,
+        Err((title, body)) => return page(StatusCode::BAD_REQUEST, title, body, None),
     };
     let secure = edge.tls.is_some();
     let asking = Asking {
@@ -238,18 +291,10 @@ pub async fn cli_page(
         );
     }
     let cookie = super::policy::cookie(req.headers(), CSRF_COOKIE).map(str::to_string);
-    let body = match Limited::new(req.into_body(), MAX_FORM).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return page(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Too large",
-                "<p id=\"error\">Form too large.</p>",
-                None,
-            );
-        }
+    let fields = match read_form(req.into_body()).await {
+        Ok(fields) => fields,
+        Err(refused) => return refused,
     };
-    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |k: &str| {
         fields
             .iter()
@@ -286,16 +331,50 @@ pub async fn cli_page(
             .insert(header::RETRY_AFTER, http::HeaderValue::from(wait.as_secs()));
         return r;
     }
+    let credentials = (field("email"), field("password"));
+    let user = match logged_in(edge, peer, app, &account, credentials, &form).await {
+        Ok(user) => user,
+        Err(refused) => return refused,
+    };
+    hand_off(edge, app, user, &id)
+}
+
+/// The posted form's fields, or a refusal page when it is too large.
+async fn read_form(body: hyper::body::Incoming) -> Result<Vec<(String, String)>, Response<Body>> {
+    match Limited::new(body, MAX_FORM).collect().await {
+        Ok(b) => Ok(form_urlencoded::parse(&b.to_bytes()).into_owned().collect()),
+        Err(_) => Err(page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "<p id=\"error\">Form too large.</p>",
+            None,
+        )),
+    }
+}
+
+/// The user with this `email` and `password`, or the page that refuses them
+/// (`form` redraws the login form with an error).
+async fn logged_in<'a>(
+    edge: &'a Edge,
+    peer: SocketAddr,
+    app: &App,
+    account: &str,
+    (email, password): (&str, &str),
+    form: &(dyn Fn(Option<&str>, StatusCode) -> Response<Body> + Sync),
+) -> Result<&'a User, Response<Body>> {
     let users = &edge.users;
     let checked = edge
         .passwords
-        .check(users, field("email"), field("password").to_string())
+        .check(users, email, password.to_string())
         .await;
-    let user = match checked {
-        Ok(Ok(i)) => &users[i],
+    match checked {
+        Ok(Ok(i)) => Ok(&users[i]),
         Ok(Err(why)) => {
             tracing::info!(%peer, app = %app.hostname, account, "login refused: {why}");
-            return form(Some("Wrong email or password."), StatusCode::UNAUTHORIZED);
+            Err(form(
+                Some("Wrong email or password."),
+                StatusCode::UNAUTHORIZED,
+            ))
         }
         Err(Busy) => {
             tracing::warn!(%peer, app = %app.hostname, "login refused: too many password checks queued");
@@ -307,48 +386,9 @@ pub async fn cli_page(
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, http::HeaderValue::from(1u64));
-            return r;
+            Err(r)
         }
-    };
-    if !app.allow_emails.contains(&user.email) {
-        tracing::info!(app = %app.hostname, email = %user.email, "login refused by policy");
-        let msg = format!(
-            "<p id=\"error\">{} may not use {}.</p>",
-            escape(&user.email),
-            escape(&app.hostname)
-        );
-        return page(StatusCode::FORBIDDEN, "Not allowed", &msg, None);
     }
-    let handoff = Handoff {
-        app_token: edge.issuer.mint(&app.aud, &user.email, app.session),
-        org_token: edge.issuer.mint_org(&user.email, ORG_SESSION),
-    };
-    let sealed = match transfer::seal(&handoff, &id) {
-        Ok(s) => s,
-        Err(e) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Bad login link",
-                &format!("<p id=\"error\">{}</p>", escape(&e.to_string())),
-                None,
-            );
-        }
-    };
-    if edge.handoffs.put(&id, sealed).is_err() {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "<p id=\"error\">Too many logins in progress; try again in a minute.</p>",
-            None,
-        );
-    }
-    tracing::info!(app = %app.hostname, email = %user.email, "login complete; hand-off ready");
-    let msg = format!(
-        "<p id=\"done\">Logged in to {} as {}. You can close this window and return to the terminal.</p>",
-        escape(&app.hostname),
-        escape(&user.email)
-    );
-    page(StatusCode::OK, "Logged in", &msg, None)
 }
 
 /// What is asking for a login, as the page shows it.

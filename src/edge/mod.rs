@@ -180,7 +180,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let scheme = if edge.tls.is_some() { "https" } else { "http" };
+    let scheme = crate::protocol::http_scheme(edge.tls.is_some());
     if let Ok(addr) = listener.local_addr() {
         info!(
             "listening on {addr} ({scheme}, {} apps)",

@@ -66,6 +66,11 @@ impl Audience {
     }
 }
 
+/// `https` with TLS, else `http`: the scheme of an edge's web URLs.
+pub fn http_scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tunnel::edge::Issuer;
+use tunnel::Issuer;
 use tunnel::protocol::metadata::{AppMetadata, MATCH};
 use tunnel::protocol::now_secs;
 
@@ -41,9 +41,8 @@ impl Hostile {
     pub fn start(host: &str, claim: Claim) -> Hostile {
         let dir = super::tempdir();
         super::write_test_pki(dir.path(), &[host]);
-        let tls =
-            tunnel::tls::server_config(&dir.path().join("edge.crt"), &dir.path().join("edge.key"))
-                .expect("hostile TLS config");
+        let tls = tunnel::server_config(&dir.path().join("edge.crt"), &dir.path().join("edge.key"))
+            .expect("hostile TLS config");
         let issuer = Issuer::load_or_create(&dir.path().join("key.pem"), &claim.auth_domain)
             .expect("hostile key");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

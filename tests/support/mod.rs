@@ -181,6 +181,45 @@ pub fn run_in(args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> std::p
     proc::output_with_timeout(cmd, Duration::from_secs(60))
 }
 
+/// Run `tunnel` to completion with its stdout a pipe whose reader is already gone
+/// (`tunnel token | head -c1` once `head` has exited), with a 60 s limit. The
+/// returned stdout is empty; stderr is what it printed.
+pub fn run_into_closed_pipe(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reading = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tunnel {args:?} did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: reading.join().expect("the stderr reader"),
+    }
+}
+
 /// Assert a finished command exited with `code`, showing its stderr otherwise.
 pub fn assert_exit(out: &std::process::Output, code: i32) {
     assert_eq!(

@@ -1,6 +1,7 @@
-//! Entry points for the fuzz targets in `fuzz/` and for the test that replays their
-//! seed corpus (`tests/fuzz_seeds.rs`). Each runs one parser of attacker-controlled
-//! bytes, and what consumes its output, on arbitrary input. They never unwrap on the
+//! The fuzz harness: entry points for the fuzz targets in `fuzz_targets/` and for
+//! the test that replays their seed corpus (`tests/fuzz_seeds.rs`, which the
+//! library's unit tests include on stable). Each runs one parser of
+//! attacker-controlled bytes, and what consumes its output, on arbitrary input. They never unwrap on the
 //! input: a panic here is a bug in the code under test (or a broken contract that
 //! the assertions below check). Not a stable API.
 //!
@@ -18,13 +19,10 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
-use crate::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
-
-use crate::client::dial;
-use crate::client::target::{self, Credentials, Target};
-use crate::edge::{Config, Issuer, policy, server};
-use crate::secret::Secret;
-use crate::{exit, protocol};
+use tunnel::fuzz_api::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
+use tunnel::fuzz_api::target::{self, AppUrl, Credentials, Target};
+use tunnel::fuzz_api::{Config, Issuer, Secret, dial, frame as codec, policy, server};
+use tunnel::{exit, protocol};
 
 /// The edge config every target checks requests against: an app with an origin,
 /// a bastion app with destinations, and a service token (the one in
@@ -60,6 +58,13 @@ const MAX_REQUEST_HEADERS: usize = 100;
 struct Fixture {
     config: Config,
     issuer: Issuer,
+}
+
+/// One client TLS config for every run (building one loads the roots).
+fn client_tls() -> Arc<rustls::ClientConfig> {
+    static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    TLS.get_or_init(|| tunnel::fuzz_api::client_config(None).expect("the built-in roots load"))
+        .clone()
 }
 
 fn fixture() -> &'static Fixture {
@@ -111,7 +116,7 @@ pub fn edge_request(data: &[u8]) {
 /// The client's view of a refused handshake: `data` as what the edge answered,
 /// parsed by [`dial::parse_response`] and classified for each kind of credentials.
 pub fn client_response(data: &[u8]) {
-    let base = Target::parse(CLIENT_HOST).expect("CLIENT_HOST is valid");
+    let base = AppUrl::parse(CLIENT_HOST).expect("CLIENT_HOST is valid");
     let (head, len) = match dial::parse_response(data) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
@@ -139,11 +144,7 @@ pub fn client_response(data: &[u8]) {
             secret: Secret::new(CLIENT_SECRET),
         },
     ] {
-        let target = Target {
-            credentials,
-            ..base.clone()
-        };
-        let error = dial::classify(&target, &response);
+        let error = dial::classify(base.host(), &credentials, &response);
         let message = error.to_string();
         assert!(!message.contains('\n'), "message spans lines: {message:?}");
         assert!(!message.contains('\u{2603}'), "secret shown: {message:?}");
@@ -188,12 +189,112 @@ pub fn hostname(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(target) = Target::parse(s) {
-        let _ = (target.host_header(), target.dial_addr());
+    if let Ok(app) = AppUrl::parse(s) {
+        let _ = (app.host_header(), app.addr());
+        let target = Target::builder(app, client_tls()).build();
         let _ = dial::handshake_request(&target, None);
     }
     let _ = target::parse_host_port("--destination", s);
     let _ = target::parse_header(s);
+}
+
+/// `data` as the start of a frame, through the header parser alone, as each end
+/// and under each size limit: checked against the reference decoder's rules,
+/// against its own prefixes, and against the header writer.
+pub fn frame_header(data: &[u8]) {
+    for us in [Role::Server, Role::Client] {
+        for max in [0, 125, bridge::EDGE_MAX_FRAME, u64::MAX] {
+            frame_header_as(data, us, max);
+        }
+    }
+}
+
+fn frame_header_as(data: &[u8], us: Role, max: u64) {
+    let parsed = codec::parse_header(data, us, max);
+    match parsed {
+        Ok(Some((header, used))) => {
+            assert!(
+                used <= data.len() && used <= codec::MAX_HEADER,
+                "used {used}"
+            );
+            assert_eq!(used, ref_header_len(data), "{us:?}: header length");
+            assert_eq!(header.len, ref_len(data).expect("a whole header"));
+            assert!(
+                header.len <= max,
+                "{us:?}: {} over the limit {max}",
+                header.len
+            );
+            // The RFC's rules; the tunnel's own (binary only, fragments in order)
+            // are the bridge's to enforce, so opcode 1 and 0 may pass here.
+            let b0 = data[0];
+            assert_eq!(b0 & 0x70, 0, "{us:?}: reserved bits accepted");
+            assert_eq!(header.mask.is_some(), us == Role::Server, "{us:?}: masking");
+            assert!(
+                !header.opcode.is_control() || (header.fin && header.len <= 125),
+                "{us:?}: bad control frame accepted"
+            );
+            // Every prefix of a header is "need more bytes", never an error.
+            for cut in 0..used {
+                assert!(
+                    matches!(codec::parse_header(&data[..cut], us, max), Ok(None)),
+                    "{us:?}: a {cut}-byte prefix of a good header is not Ok(None)"
+                );
+            }
+            // What we parse, we write back the same (lengths in their shortest
+            // form, which is what the writer picks).
+            if let Ok(len) = usize::try_from(header.len) {
+                let mut out = [0u8; codec::MAX_HEADER];
+                let n = codec::header_len(len, header.mask.is_some());
+                codec::write_header(&mut out[..n], header.opcode, header.mask, len);
+                let again = codec::parse_header(&out[..n], us, max)
+                    .expect("a written header parses")
+                    .expect("a written header is whole");
+                let written = (again.0.opcode, again.0.mask, again.0.len, again.1);
+                assert_eq!(written, (header.opcode, header.mask, header.len, n));
+            }
+        }
+        Ok(None) => assert!(
+            data.len() < ref_header_len(data),
+            "{us:?}: more bytes asked for after a whole header"
+        ),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.contains('\n'), "message spans lines: {message:?}");
+            assert!(
+                ref_breaks_rfc(data, us, max),
+                "{us:?}: refused a good header: {e}"
+            );
+        }
+    }
+}
+
+/// Bytes in the header that starts `data` (2 until the second byte arrives).
+fn ref_header_len(data: &[u8]) -> usize {
+    match data {
+        [_, b1, ..] => {
+            let ext = match b1 & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+        }
+        _ => 2,
+    }
+}
+
+/// [`ref_breaks_rules`] without the tunnel's own rules: RFC 6455 section 5 alone.
+fn ref_breaks_rfc(header: &[u8], us: Role, max: u64) -> bool {
+    let [b0, b1, ..] = *header else {
+        return false;
+    };
+    let opcode = b0 & 0x0f;
+    let control = opcode >= 8;
+    b0 & 0x70 != 0
+        || !matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10)
+        || (b1 & 0x80 != 0) != (us == Role::Server)
+        || (control && b0 & 0x80 == 0)
+        || ref_len(header).is_some_and(|len| len > max || (control && len > 125))
 }
 
 /// `data` as the byte stream a WebSocket peer sends, pumped by [`bridge::run`] as
@@ -262,6 +363,20 @@ fn frame_run(data: &[u8], run: &FrameRun) {
         Role::Client => bridge::CLIENT_MAX_FRAME,
     };
     let expect = Reference::decode(data, run.role, max, true);
+    let Some((result, got, sent)) = drive(data, run, max) else {
+        panic!(
+            "{:?} bridge hangs: waits for a timer with its input all read ({:?})",
+            run.role, expect.end
+        );
+    };
+    check_local(run, &expect, &result, &got);
+    check_sent(run, &expect, &result, &sent);
+}
+
+/// The bridge as `run.role`, fed `data` by a peer, against a local app, on pipes;
+/// `None` when it stalls. Returns its outcome, what the app got and what the
+/// peer got back.
+fn drive(data: &[u8], run: &FrameRun, max: u64) -> Option<Outcome> {
     let split = if run.buffered { data.len() / 3 } else { 0 };
     let (ours, peer) = duplex(run.pipe);
     let (local, app) = duplex(run.pipe);
@@ -301,12 +416,20 @@ fn frame_run(data: &[u8], run: &FrameRun) {
         got
     };
     let all = async { tokio::join!(bridge::run(local, ws, opts), app, peer) };
-    let Some((result, got, sent)) = run_until_stalled(all) else {
-        panic!(
-            "{:?} bridge hangs: waits for a timer with its input all read ({:?})",
-            run.role, expect.end
-        );
-    };
+    run_until_stalled(all)
+}
+
+/// The bridge's result, what the local app got, and what the peer got back.
+type Outcome = (Result<Stats, BridgeError>, Vec<u8>, Vec<u8>);
+
+/// The local app got exactly the payload, and the result is what the reference
+/// says the stream's end means.
+fn check_local(
+    run: &FrameRun,
+    expect: &Reference,
+    result: &Result<Stats, BridgeError>,
+    got: &[u8],
+) {
     let role = run.role;
     // An authenticated end between two messages is the peer closing, not a cut.
     let clean_end = run.clean_eof && expect.end == RefEnd::Eof && !expect.mid_message;
@@ -318,7 +441,7 @@ fn frame_run(data: &[u8], run: &FrameRun) {
         expect.data.len(),
         expect.end
     );
-    match &result {
+    match result {
         Ok(stats) => {
             assert!(
                 clean_end
@@ -361,12 +484,23 @@ fn frame_run(data: &[u8], run: &FrameRun) {
             );
         }
     }
+}
+
+/// What the bridge sent back is well framed for the other end, and answers only
+/// what it was sent.
+fn check_sent(
+    run: &FrameRun,
+    expect: &Reference,
+    result: &Result<Stats, BridgeError>,
+    sent: &[u8],
+) {
+    let role = run.role;
     // What the bridge sent back must be well framed for the other end.
     let peer_role = match role {
         Role::Server => Role::Client,
         Role::Client => Role::Server,
     };
-    let back = Reference::decode(&sent, peer_role, u64::MAX, false);
+    let back = Reference::decode(sent, peer_role, u64::MAX, false);
     // A failed connection is dropped, maybe in the middle of a frame.
     let cut_ok = result.is_err() && back.end == RefEnd::Truncated;
     assert!(
@@ -519,37 +653,20 @@ impl Reference {
         let mut in_message = false;
         let mut message_len = 0u64;
         loop {
-            // The header: the first two bytes say how long the rest is.
-            let mut header = Vec::with_capacity(14);
-            loop {
-                let want = match header[..] {
-                    [_, b1, ..] => {
-                        let ext = match b1 & 0x7f {
-                            126 => 2,
-                            127 => 8,
-                            _ => 0,
-                        };
-                        2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
-                    }
-                    _ => 2,
-                };
-                if header.len() == want {
-                    break;
-                }
-                let Some(b) = bytes.next() else {
+            let header = match ref_header(&mut bytes, &mut r.used) {
+                Ok(header) => header,
+                Err(partial) => {
                     r.mid_message = in_message;
-                    r.end = if header.is_empty() {
+                    r.end = if partial.is_empty() {
                         RefEnd::Eof
-                    } else if ref_breaks_rules(&header, us, max, in_message) {
+                    } else if ref_breaks_rules(&partial, us, max, in_message) {
                         RefEnd::Violation { definite: false }
                     } else {
                         RefEnd::Truncated
                     };
                     return r;
-                };
-                r.used += 1;
-                header.push(b);
-            }
+                }
+            };
             if ref_breaks_rules(&header, us, max, in_message) {
                 r.end = RefEnd::Violation { definite: true };
                 return r;
@@ -562,22 +679,17 @@ impl Reference {
                 [k[0], k[1], k[2], k[3]]
             });
             // The payload, unmasked byte by byte.
-            let control = opcode >= 8;
-            let mut payload = Vec::new();
-            let mut i = 0u64;
-            while i < len {
-                let Some(b) = bytes.next() else {
-                    if !control {
-                        r.data.extend_from_slice(&payload);
-                        r.partial = Some(payload.len());
+            let payload = match ref_payload(&mut bytes, &mut r.used, len, key) {
+                Ok(payload) => payload,
+                Err(partial) => {
+                    if opcode < 8 {
+                        r.data.extend_from_slice(&partial);
+                        r.partial = Some(partial.len());
                     }
                     r.end = RefEnd::Truncated;
                     return r;
-                };
-                r.used += 1;
-                payload.push(b ^ key.map_or(0, |k| k[(i % 4) as usize]));
-                i += 1;
-            }
+                }
+            };
             match opcode {
                 8 => {
                     r.close = Some(payload.clone());
@@ -604,6 +716,42 @@ impl Reference {
             }
         }
     }
+}
+
+/// The next frame header from `bytes`, one byte at a time (the first two say how
+/// long the rest is), counting bytes taken in `used`; `Err` with what arrived when
+/// the bytes ran out first.
+fn ref_header(bytes: &mut impl Iterator<Item = u8>, used: &mut usize) -> Result<Vec<u8>, Vec<u8>> {
+    let mut header = Vec::with_capacity(14);
+    while header.len() < ref_header_len(&header) {
+        let Some(b) = bytes.next() else {
+            return Err(header);
+        };
+        *used += 1;
+        header.push(b);
+    }
+    Ok(header)
+}
+
+/// A payload of `len` bytes from `bytes`, unmasked with `key` byte by byte,
+/// counting bytes taken in `used`; `Err` with what arrived when the bytes ran out.
+fn ref_payload(
+    bytes: &mut impl Iterator<Item = u8>,
+    used: &mut usize,
+    len: u64,
+    key: Option<[u8; 4]>,
+) -> Result<Vec<u8>, Vec<u8>> {
+    let mut payload = Vec::new();
+    let mut i = 0u64;
+    while i < len {
+        let Some(b) = bytes.next() else {
+            return Err(payload);
+        };
+        *used += 1;
+        payload.push(b ^ key.map_or(0, |k| k[(i % 4) as usize]));
+        i += 1;
+    }
+    Ok(payload)
 }
 
 /// A frame's payload length, once the header bytes that carry it have arrived.
