@@ -59,10 +59,7 @@ pub async fn run<H, F>(
                     Ok((socket, peer)) => {
                         backoff = Duration::from_millis(10);
                         let fut = handler(socket, peer, tracker2.clone());
-                        tracker2.spawn(async move {
-                            fut.await;
-                            drop(permit);
-                        });
+                        tracker2.spawn(holding(fut, permit));
                     }
                     Err(e) => {
                         // EMFILE/ENFILE and friends: wait for connections to finish.
@@ -90,6 +87,15 @@ pub async fn run<H, F>(
             humantime::format_duration(grace)
         );
     }
+}
+
+/// `fut`, then let `permit` go. A combinator, not `async move { fut.await; .. }`:
+/// an async block keeps the future it captured and the one it awaits side by
+/// side, so every connection's task would be twice the size of its future (about
+/// 1.4 KiB more per idle connection, client and edge; rust-lang/rust#62958).
+fn holding<F: Future<Output = ()>, P>(fut: F, permit: P) -> impl Future<Output = ()> {
+    use futures_util::FutureExt;
+    fut.map(move |()| drop(permit))
 }
 
 /// Raise the open-files soft limit to the hard limit (on macOS also capped by
@@ -125,4 +131,25 @@ pub fn tune(s: &tokio::net::TcpStream) {
     let _ = s.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
     let _ = socket2::SockRef::from(s).set_tcp_keepalive(&keepalive);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_task_is_no_bigger_than_its_future() {
+        async fn connection() {
+            let state = [7u8; 1024];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&state);
+        }
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let inner = std::mem::size_of_val(&connection());
+        let spawned = std::mem::size_of_val(&holding(connection(), permit));
+        assert!(
+            spawned <= inner + 64,
+            "the spawned future takes {spawned} bytes for a {inner}-byte connection"
+        );
+    }
 }

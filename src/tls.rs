@@ -116,8 +116,10 @@ pub const TLS_BUFFER: usize = 256 * 1024 + 4096;
 /// A read-ahead buffer under TLS. rustls asks its transport for at most a few KiB
 /// per call (one 16 KiB record took four `recv` calls, measured with `strace -c`);
 /// this reads up to [`READ_AHEAD`] bytes per system call and hands them out from
-/// memory. The buffer exists only while it holds bytes, so an idle connection keeps
-/// none. Writes pass straight through.
+/// memory. The buffer exists only while it holds bytes: it is allocated once the
+/// socket is readable and given back when drained or when the read finds nothing,
+/// so a connection waiting for data (every idle one) holds none. Writes pass
+/// straight through.
 #[derive(Debug)]
 pub struct ReadAhead<S> {
     inner: S,
@@ -134,7 +136,7 @@ impl<S> ReadAhead<S> {
     }
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ReadAhead<S> {
+impl tokio::io::AsyncRead for ReadAhead<tokio::net::TcpStream> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -147,15 +149,23 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ReadAhead<S> {
             if dst.remaining() >= READ_AHEAD {
                 return std::pin::Pin::new(&mut this.inner).poll_read(cx, dst);
             }
+            // Wait for readability before allocating: a connection parked here
+            // (idle) must not hold READ_AHEAD bytes of heap. This costs no system
+            // call; the read below clears readiness on a short read as before.
+            ready!(this.inner.poll_read_ready(cx))?;
             this.buf.reserve(READ_AHEAD);
-            let n = ready!(tokio_util::io::poll_read_buf(
+            let read = tokio_util::io::poll_read_buf(
                 std::pin::Pin::new(&mut this.inner),
                 cx,
-                &mut this.buf
-            ))?;
-            if n == 0 {
-                this.buf = bytes::BytesMut::new();
-                return Poll::Ready(Ok(()));
+                &mut this.buf,
+            );
+            match read {
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                other => {
+                    // EOF, an error, or nothing after all: give the buffer back.
+                    this.buf = bytes::BytesMut::new();
+                    return other.map_ok(|_| ());
+                }
             }
         }
         let k = dst.remaining().min(this.buf.len());
@@ -207,14 +217,27 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ReadAhead<S> {
 #[cfg(test)]
 mod read_ahead_tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
 
     #[tokio::test]
     async fn small_reads_come_from_one_big_read_and_bytes_stay_in_order() {
-        let (mut w, r) = tokio::io::duplex(1 << 20);
+        let (mut w, r) = pair().await;
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-        w.write_all(&data).await.unwrap();
-        drop(w);
+        let writer = {
+            let data = data.clone();
+            tokio::spawn(async move {
+                w.write_all(&data).await.unwrap();
+                w.shutdown().await.unwrap();
+            })
+        };
         let mut r = ReadAhead::new(r);
         let mut got = Vec::new();
         let mut small = [0u8; 4096];
@@ -227,7 +250,36 @@ mod read_ahead_tests {
             // After the first small read, the rest of a big read is buffered.
             assert!(r.buf.len() < READ_AHEAD);
         }
+        writer.await.unwrap();
         assert!(got == data);
         assert_eq!(r.buf.capacity(), 0, "a drained buffer is given back");
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_data_holds_no_buffer() {
+        let (mut w, r) = pair().await;
+        let mut r = ReadAhead::new(r);
+        let mut small = [0u8; 4096];
+        // Some bytes first, so that the socket has been read and drained once.
+        w.write_all(b"hello").await.unwrap();
+        let n = r.read(&mut small).await.unwrap();
+        assert_eq!(&small[..n], b"hello");
+        // Now nothing arrives: the read waits, and must not keep READ_AHEAD
+        // bytes allocated meanwhile (that was 128 KiB per idle wss connection).
+        let mut buf = tokio::io::ReadBuf::new(&mut small);
+        let waiting = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(
+                std::pin::Pin::new(&mut r)
+                    .poll_read(cx, &mut buf)
+                    .is_pending(),
+            )
+        })
+        .await;
+        assert!(waiting, "no bytes were sent, so the read waits");
+        assert_eq!(r.buf.capacity(), 0, "a waiting read holds no buffer");
+        // And it is woken when bytes do arrive.
+        w.write_all(b"again").await.unwrap();
+        let n = r.read(&mut small).await.unwrap();
+        assert_eq!(&small[..n], b"again");
     }
 }

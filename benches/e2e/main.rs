@@ -6,9 +6,10 @@
 //! `cargo bench --bench e2e` (or `scripts/bench.sh`). Knobs: `BENCH_BYTES` (per
 //! throughput figure, default 1 GiB), `BENCH_RTT` (round trips, 10000),
 //! `BENCH_SETUP` (connections, 500), `BENCH_IDLE` (idle connection counts, a
-//! comma-separated list, `1000,10000`), `BENCH_ROUNDS` (repeat and report medians,
-//! 1), `BENCH_PEERS=1` or `--peers` (also measure `websocat`, `wstunnel` and
-//! `cloudflared` from `PATH`), `BENCH_WAN_SECS` (per WAN throughput figure, 10),
+//! comma-separated list, `1000,10000`), `BENCH_ROUNDS` (repeat, 1; the tables show
+//! medians, the JSON's `spread` min, median and max), `BENCH_PEERS=1` or `--peers`
+//! (also measure `websocat`, `wstunnel` and `cloudflared` from `PATH`),
+//! `BENCH_WAN_SECS` (per WAN throughput figure, 10),
 //! `BENCH_WAN_LINK=tun` (WAN over the userspace TUN link even where netem works),
 //! `BENCH_WAN_NETEM=off` (WAN over the bare veth), `BENCH_WAN_CC` (TCP congestion
 //! control on the WAN link, e.g. `cubic`; default the system's), `BENCH_WAN=off` (no WAN),
@@ -302,16 +303,32 @@ fn main() {
         half_close.remove(name);
         processes.remove(name);
     }
-    let figures: BTreeMap<&str, Figures> = runs
-        .into_iter()
+    // Each figure's min, median and max over the rounds (runs vary by ~20% on a
+    // shared machine); the tables and the chart use the medians.
+    let spread: BTreeMap<&str, BTreeMap<&str, Value>> = runs
+        .iter()
         .map(|(path, rs)| {
             let keys: Vec<&'static str> = rs[0].keys().copied().collect();
-            (
-                path,
-                keys.into_iter()
-                    .map(|k| (k, median(rs.iter().map(|r| r[k]).collect())))
-                    .collect(),
-            )
+            let by_key = keys
+                .into_iter()
+                .map(|k| {
+                    let v: Vec<f64> = rs.iter().map(|r| r[k]).collect();
+                    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+                    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (k, json!({ "min": min, "median": median(v), "max": max }))
+                })
+                .collect();
+            (*path, by_key)
+        })
+        .collect();
+    let figures: BTreeMap<&str, Figures> = spread
+        .iter()
+        .map(|(path, by_key)| {
+            let medians = by_key
+                .iter()
+                .map(|(k, v)| (*k, v["median"].as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            (*path, medians)
         })
         .collect();
 
@@ -327,6 +344,9 @@ fn main() {
         .filter(|p| figures.contains_key(p))
         .collect();
     print_table(&order, &figures, &half_close);
+    if rounds > 1 {
+        print_spread(&order, &spread);
+    }
     print_processes(&order, &processes);
     if let Some(w) = &wan {
         print_wan(w);
@@ -339,6 +359,7 @@ fn main() {
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "order": order,
         "paths": figures.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+        "spread": spread.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "half_close": half_close,
         "processes": processes,
     });
@@ -358,6 +379,22 @@ fn main() {
     let file = if full { "results.json" } else { "smoke.json" };
     std::fs::write(dir.join(file), serde_json::to_string_pretty(&json).unwrap()).unwrap();
     println!("\nwrote {}", dir.join(file).display());
+}
+
+/// Each figure's min-max over the rounds, one line per path and figure.
+fn print_spread(order: &[&str], spread: &BTreeMap<&str, BTreeMap<&str, Value>>) {
+    println!("\nspread over rounds (min / median / max):");
+    for p in order {
+        for (k, v) in &spread[p] {
+            let f = |q: &str| v[q].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {p:<14} {k:<18} {:>12.1} {:>12.1} {:>12.1}",
+                f("min"),
+                f("median"),
+                f("max")
+            );
+        }
+    }
 }
 
 /// The main table: one column per path, then each non-baseline path over relay.
