@@ -1021,7 +1021,9 @@ where
                 Ok(Event::Control(OpCode::Pong, payload)) => {
                     self.on_pong(&payload)?;
                 }
-                Ok(Event::Eof) => return Poll::Ready(self.closed_by(BridgeError::Truncated(false))),
+                Ok(Event::Eof) => {
+                    return Poll::Ready(self.closed_by(BridgeError::Truncated(false)));
+                }
                 Err(e) => return Poll::Ready(self.closed_by(e)),
                 Ok(_) => {}
             }
@@ -1559,7 +1561,10 @@ mod resume_tests {
         // Second WebSocket: each side learns what the other delivered.
         let (c_io, s_io) = duplex(16 * 1024);
         let (c_has, s_has) = (sc.delivered(), ss.delivered());
-        assert!(c_has < data.len() as u64 && s_has < data.len() as u64, "cut too late");
+        assert!(
+            c_has < data.len() as u64 && s_has < data.len() as u64,
+            "cut too late"
+        );
         let c = tokio::spawn(side(
             local_c,
             WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),

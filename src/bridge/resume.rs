@@ -23,7 +23,9 @@ pub const ACK_LEN: usize = 8;
 
 /// The peer's count in a handshake is not possible for this stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the peer acknowledged {acked} positions of {sent} sent (after {floor} acknowledged before)")]
+#[error(
+    "the peer acknowledged {acked} positions of {sent} sent (after {floor} acknowledged before)"
+)]
 pub struct BadAck {
     /// What the peer claimed.
     pub acked: u64,
@@ -73,6 +75,14 @@ impl Session {
     /// Positions delivered locally: what the peer must not send again.
     pub fn delivered(&self) -> u64 {
         self.delivered
+    }
+
+    /// Bytes read locally (sent) and bytes delivered locally, over the stream's life.
+    pub fn stats(&self) -> super::Stats {
+        super::Stats {
+            up: self.read,
+            down: self.delivered - u64::from(self.peer_eof),
+        }
     }
 
     /// The bound of the replay buffer.

@@ -68,6 +68,7 @@ struct RawApp {
     allow: Vec<String>,
     session: Option<String>,
     aud: Option<String>,
+    resume_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +170,13 @@ pub struct App {
     pub session: Duration,
     /// The AUD tag.
     pub aud: String,
+    /// How long a stream whose WebSocket broke waits for its client to resume it
+    /// (README: "Resumable streams"); zero: streams are not resumable.
+    pub resume_window: Duration,
 }
+
+/// Default of an app's `resume_window`.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(300);
 
 /// A service token.
 #[derive(Debug, Clone)]
@@ -355,6 +362,18 @@ impl Config {
                 Some(_) => return Err(format!("{at}: aud is empty")),
                 None => derive_aud(&hostname),
             };
+            let resume_window = match a.resume_window.as_deref().map(str::trim) {
+                None => RESUME_WINDOW,
+                Some("0") => Duration::ZERO,
+                Some(s) => humantime::parse_duration(s)
+                    .ok()
+                    .filter(|d| *d <= Duration::from_secs(24 * 3600))
+                    .ok_or_else(|| {
+                        format!(
+                            "{at}: resume_window {s:?} is not a duration of at most 24h, e.g. \"5m\" (or \"0\" to turn resuming off)"
+                        )
+                    })?,
+            };
             apps.push(App {
                 hostname,
                 upstream,
@@ -362,6 +381,7 @@ impl Config {
                 allow_services,
                 session,
                 aud,
+                resume_window,
             });
         }
         let login_limits = login_limits(raw.login_limits)?;

@@ -19,6 +19,7 @@ pub mod issuer;
 pub mod limits;
 pub mod login;
 pub mod policy;
+pub mod resume;
 pub mod server;
 
 use std::sync::Arc;
@@ -86,6 +87,8 @@ pub struct Edge {
     pub metadata: exchange::MetadataCache,
     /// Exchange codes already redeemed.
     pub redeemed: exchange::Redeemed,
+    /// Resumable streams, by stream id.
+    pub streams: Arc<resume::Streams>,
 }
 
 impl Edge {
@@ -109,6 +112,7 @@ impl Edge {
             activity: Arc::default(),
             metadata: exchange::MetadataCache::default(),
             redeemed: exchange::Redeemed::default(),
+            streams: Arc::default(),
         })
     }
 
