@@ -151,3 +151,161 @@ fn a_bulk_transfer_survives_its_websocket_being_killed_twice() {
         tcp.stderr()
     );
 }
+
+/// An origin that echoes its first connection and reports how it ended: `Ok(())`
+/// for EOF, the error kind otherwise.
+fn echo_origin() -> (SocketAddr, mpsc::Receiver<Result<(), ErrorKind>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = vec![0u8; 64 * 1024];
+            let end = loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        if let Err(e) = s.write_all(&buf[..n]) {
+                            break Err(e.kind());
+                        }
+                    }
+                    Err(e) => break Err(e.kind()),
+                }
+            };
+            let _ = tx.send(end);
+        }
+    });
+    (addr, rx)
+}
+
+/// (d) and the client's side of a refusal: a client that cannot come back within
+/// the window (it is stopped) leaves the edge to reset the origin when the window
+/// ends; the resume it tries afterwards finds no stream, and its local socket is
+/// reset, never closed as if complete.
+#[test]
+fn the_window_ending_resets_the_origin_and_a_late_resume_resets_the_local_socket() {
+    let (origin, origin_end) = echo_origin();
+    let mut edge = Edge::start(&app("late.test", origin, "resume_window = \"1s\""));
+    let (mut tcp, local) = tunnel_tcp(&edge, "http://late.test", &SERVICE);
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(END)).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    tcp.signal("STOP");
+    assert_eq!(kill_sockets_to(edge.addr.port()), 1);
+    edge.proc.wait_for("keeping the origin", END);
+    assert!(
+        origin_end.try_recv().is_err(),
+        "the origin must stay open while the stream waits for its client"
+    );
+    edge.proc.wait_for("resume window of 1s passed", END);
+    let end = origin_end
+        .recv_timeout(END)
+        .expect("the origin's stream ends");
+    assert_eq!(
+        end,
+        Err(ErrorKind::ConnectionReset),
+        "edge stderr:\n{}",
+        edge.proc.stderr()
+    );
+    tcp.signal("CONT");
+    let mut rest = Vec::new();
+    let got = s.read_to_end(&mut rest).map_err(|e| e.kind());
+    assert_eq!(
+        got,
+        Err(ErrorKind::ConnectionReset),
+        "stderr:\n{}",
+        tcp.stderr()
+    );
+    tcp.wait_for("could not be resumed", END);
+}
+
+/// A raw upgrade request to `edge` for `host` with `headers`; returns the
+/// response head and the open stream.
+fn upgrade(edge: &Edge, host: &str, headers: &[(&str, &str)]) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(edge.addr).unwrap();
+    s.set_read_timeout(Some(END)).unwrap();
+    let mut req = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nTunnel-Half-Close: 1\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let head = crate::support::read_head(&mut s).expect("a response head");
+    (String::from_utf8_lossy(&head).into_owned(), s)
+}
+
+/// The value of header `name` in a response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn status(head: &str) -> &str {
+    head.split_whitespace().nth(1).unwrap_or("")
+}
+
+/// (c) A resume needs the stream's current ticket *and* the identity that opened
+/// it: a wrong ticket, a ticket already used, another service token, or no
+/// credentials at all are refused; the right ticket with the right identity is
+/// taken, once.
+#[test]
+fn a_resume_needs_the_current_ticket_and_the_same_identity() {
+    let (origin, _end) = echo_origin();
+    let other = "\n[[service_tokens]]\nname = \"other\"\nclient_id = \"other.access\"\nclient_secret = \"0ther\"\n";
+    let body = format!(
+        "[[apps]]\nhostname = \"ticket.test\"\norigin = \"{origin}\"\nallow = [\"service:ci\", \"service:other\"]\n{CI_TOKEN}{other}"
+    );
+    let edge = Edge::start(&body);
+    let ci = [
+        ("Cf-Access-Client-Id", "ci.access"),
+        ("Cf-Access-Client-Secret", "s3cret"),
+    ];
+    let mut first = ci.to_vec();
+    first.push(("Tunnel-Resume", "1"));
+    let (head, s) = upgrade(&edge, "ticket.test", &first);
+    assert_eq!(status(&head), "101", "{head}");
+    let offer = header(&head, "Tunnel-Resume").expect("a resume offer");
+    let parts: Vec<&str> = offer.split_whitespace().collect();
+    let (id, ticket) = (parts[0].to_string(), parts[1].to_string());
+    assert!(ticket.len() >= 32, "at least 128 bits: {ticket}");
+    // The WebSocket breaks.
+    drop(s);
+    let resume = |creds: &[(&str, &str)], ticket: &str| {
+        let value = format!("{id} {ticket} 0");
+        let mut h = creds.to_vec();
+        h.push(("Tunnel-Resume", &value));
+        let (head, s) = upgrade(&edge, "ticket.test", &h);
+        (head, s)
+    };
+    let wrong = "0".repeat(ticket.len());
+    let (head, _) = resume(&ci, &wrong);
+    assert_eq!(status(&head), "403", "wrong ticket: {head}");
+    let others = [
+        ("Cf-Access-Client-Id", "other.access"),
+        ("Cf-Access-Client-Secret", "0ther"),
+    ];
+    let (head, _) = resume(&others, &ticket);
+    assert_eq!(status(&head), "403", "another identity: {head}");
+    let (head, _) = resume(&[], &ticket);
+    assert_ne!(status(&head), "101", "no credentials: {head}");
+    let (head, s) = resume(&ci, &ticket);
+    assert_eq!(
+        status(&head),
+        "101",
+        "the right ticket and identity: {head}"
+    );
+    let next = header(&head, "Tunnel-Resume").expect("a new ticket");
+    assert!(!next.contains(&ticket), "the ticket rotates: {next}");
+    drop(s);
+    let (head, _) = resume(&ci, &ticket);
+    assert_eq!(status(&head), "403", "a used ticket: {head}");
+    let stderr = edge.proc.stderr();
+    assert!(!stderr.contains(&ticket), "tickets never reach the log");
+}

@@ -228,6 +228,12 @@ async fn redial(
         let why = match attempt.await {
             Err(_) => return Err("the edge's resume window passed".into()),
             Ok(Ok(conn)) => return Ok(conn),
+            // Nothing listens there any more: the edge process that held the
+            // stream is gone, and its streams with it.
+            Ok(Err(ConnError::Dial(e @ DialError::Connect { .. }))) if matches!(&e, DialError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused) =>
+            {
+                return Err(format!("{e} (the edge process holding the stream is gone)"));
+            }
             Ok(Err(ConnError::Dial(
                 e @ (DialError::Resolve { .. }
                 | DialError::Connect { .. }

@@ -397,7 +397,7 @@ async fn resumable(
                 };
                 match step {
                     Step::Ended(Err(e)) if e.is_link_failure() => {
-                        debug!(%peer, ray, "websocket broke: {e}; waiting {window:?} for a resume");
+                        info!(%peer, ray, "websocket broke: {e}; keeping the origin for {window:?} for a resume");
                         broken = Some((e, tokio::time::Instant::now() + window));
                         continue;
                     }
@@ -413,12 +413,13 @@ async fn resumable(
                     Ok(Some(c)) => c,
                     _ => {
                         let (e, _) = broken.take().expect("checked above");
+                        info!(%peer, ray, "resume window of {window:?} passed");
                         return Err(e);
                     }
                 }
             }
         };
-        debug!(%peer, ray, "stream resumed by its client");
+        info!(%peer, ray, "stream resumed by its client");
         let _ = claim.reply.send(session.delivered());
         peer_has = claim.peer_has;
         match claim.upgrade.await {
