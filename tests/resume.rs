@@ -309,3 +309,84 @@ fn a_resume_needs_the_current_ticket_and_the_same_identity() {
     let stderr = edge.proc.stderr();
     assert!(!stderr.contains(&ticket), "tickets never reach the log");
 }
+
+/// (b) OpenSSH through `tunnel ssh`: a session printing a counter and an `scp` of
+/// 64 MiB run at once; both WebSockets are killed in the middle. The counter has
+/// no gap and the copy arrives whole.
+#[test]
+fn an_ssh_session_and_an_scp_survive_their_websockets_being_killed() {
+    use crate::support::origin::sha256_hex;
+    use crate::support::sshd::{Sshd, shell_quote};
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    const COUNT: usize = 600;
+    let sshd = Sshd::start();
+    sshd.trust_host("ssh.test");
+    let edge = Edge::start(&app("ssh.test", sshd.addr(), ""));
+    let proxy = format!(
+        "{} ssh --hostname http://%h --connect-to {} --id ci.access --secret s3cret",
+        shell_quote(crate::support::bin().to_str().unwrap()),
+        edge.connect_to()
+    );
+    let mut session = sshd.command("ssh", Some(&proxy));
+    session
+        .arg(format!("{}@ssh.test", sshd.user))
+        .arg(format!(
+            "i=0; while [ $i -lt {COUNT} ]; do echo $i; i=$((i+1)); sleep 0.02; done"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut session = session.spawn().unwrap();
+    let lines = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let out = session.stdout.take().unwrap();
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for line in std::io::BufReader::new(out).lines() {
+                got.push(line.unwrap());
+                lines.fetch_add(1, Ordering::SeqCst);
+            }
+            got
+        })
+    };
+    let data = random_bytes(64 << 20, 0x55);
+    let want = sha256_hex(&data);
+    let local = crate::support::tempdir();
+    let src = local.path().join("up.bin");
+    std::fs::write(&src, &data).unwrap();
+    let remote = sshd.dir().join("remote.bin");
+    let mut scp = sshd.command("scp", Some(&proxy));
+    // About 10 MB/s, so the copy is surely in flight when the WebSockets die.
+    scp.args(["-q", "-l", "80000"])
+        .arg(&src)
+        .arg(format!("{}@ssh.test:{}", sshd.user, remote.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let scp = scp.spawn().unwrap();
+    wait_count(&lines, 50, "ssh counter");
+    let deadline = Instant::now() + END;
+    while std::fs::metadata(&remote).map_or(0, |m| m.len()) < 8 << 20 {
+        assert!(Instant::now() < deadline, "scp never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(kill_sockets_to(edge.addr.port()), 2, "ssh's and scp's WebSockets");
+    let copied = scp.wait_with_output().unwrap();
+    assert!(
+        copied.status.success(),
+        "scp failed: {}\nedge:\n{}",
+        String::from_utf8_lossy(&copied.stderr),
+        edge.proc.stderr()
+    );
+    let uploaded = std::fs::read(&remote).unwrap();
+    assert_eq!(uploaded.len(), data.len(), "uploaded size");
+    assert_eq!(sha256_hex(&uploaded), want, "uploaded content");
+    let status = session.wait().unwrap();
+    let got = reader.join().unwrap();
+    let mut err = String::new();
+    let _ = session.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "ssh failed: {err}");
+    let want: Vec<String> = (0..COUNT).map(|i| i.to_string()).collect();
+    assert!(got == want, "the counter has a gap or repeats: {got:?}\n{err}");
+}
