@@ -371,7 +371,11 @@ fn an_ssh_session_and_an_scp_survive_their_websockets_being_killed() {
         assert!(Instant::now() < deadline, "scp never got going");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(kill_sockets_to(edge.addr.port()), 2, "ssh's and scp's WebSockets");
+    assert_eq!(
+        kill_sockets_to(edge.addr.port()),
+        2,
+        "ssh's and scp's WebSockets"
+    );
     let copied = scp.wait_with_output().unwrap();
     assert!(
         copied.status.success(),
@@ -388,5 +392,8 @@ fn an_ssh_session_and_an_scp_survive_their_websockets_being_killed() {
     let _ = session.stderr.take().unwrap().read_to_string(&mut err);
     assert!(status.success(), "ssh failed: {err}");
     let want: Vec<String> = (0..COUNT).map(|i| i.to_string()).collect();
-    assert!(got == want, "the counter has a gap or repeats: {got:?}\n{err}");
+    assert!(
+        got == want,
+        "the counter has a gap or repeats: {got:?}\n{err}"
+    );
 }
