@@ -48,6 +48,12 @@
 //! **Closing.** When both directions are done, a close frame is sent (unless one was
 //! already) and the peer's reply is awaited for at most [`CLOSE_WAIT`], so the peer
 //! reads everything before our socket goes away.
+//!
+//! **Resuming** ([`resume`]). [`run_resumable`] is the same pump for a stream that
+//! may outlive its WebSocket: it keeps each direction's offsets and a bounded replay
+//! buffer in a [`Session`] owned by the caller, acknowledges what it delivered with
+//! 8-byte pongs, and returns with the local side intact when the WebSocket fails;
+//! the caller brings a new WebSocket and calls it again. [`run`] carries none of it.
 
 use std::future::poll_fn;
 use std::io;

@@ -397,3 +397,48 @@ fn an_ssh_session_and_an_scp_survive_their_websockets_being_killed() {
         "the counter has a gap or repeats: {got:?}\n{err}"
     );
 }
+
+/// A frozen edge (SIGSTOP, as a black-holed link looks to the client): the
+/// client's keepalive finds it silent and starts resuming; once the edge runs again
+/// the stream goes on with every byte, and ends cleanly.
+#[test]
+fn a_stream_resumes_after_the_keepalive_finds_the_edge_silent() {
+    let (origin, origin_end) = echo_origin();
+    let edge = Edge::start(&app("frozen.test", origin, ""));
+    let mut args = SERVICE.to_vec();
+    args.extend([
+        "--keepalive-interval",
+        "300ms",
+        "--keepalive-timeout",
+        "700ms",
+    ]);
+    let (mut tcp, local) = tunnel_tcp(&edge, "http://frozen.test", &args);
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(END)).unwrap();
+    let mut back = [0u8; 5];
+    s.write_all(b"first").unwrap();
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"first");
+    edge.proc.signal("STOP");
+    s.write_all(b"while").unwrap();
+    tcp.wait_for("presumed dead; resuming the stream", END);
+    edge.proc.signal("CONT");
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"while");
+    tcp.wait_for("resumed", END);
+    s.write_all(b"after").unwrap();
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"after");
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let end = s.read_to_end(&mut rest).map_err(|e| e.kind());
+    assert_eq!(end, Ok(0), "a clean end; stderr:\n{}", tcp.stderr());
+    assert_eq!(
+        origin_end
+            .recv_timeout(END)
+            .expect("the origin's stream ends"),
+        Ok(()),
+        "edge stderr:\n{}",
+        edge.proc.stderr()
+    );
+}

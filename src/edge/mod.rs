@@ -6,7 +6,7 @@
 //! decides, [`server`] speaks HTTP; [`login`] is the CLI login page, [`handoff`]
 //! holds sealed logins for pickup, [`exchange`] serves discovery metadata and the
 //! org-token exchange; [`activity`] counts streams for the summary logged per
-//! interval; [`limits`] bounds login attempts. [`Edge::load`] prepares everything
+//! interval; [`limits`] bounds login attempts; [`resume`] holds resumable streams. [`Edge::load`] prepares everything
 //! that can fail
 //! before anything is bound; [`serve`] takes an already-bound listener (tests bind
 //! port 0 and read back the address).
