@@ -230,9 +230,12 @@ async fn redial(
             Ok(Ok(conn)) => return Ok(conn),
             // Nothing listens there any more: the edge process that held the
             // stream is gone, and its streams with it.
-            Ok(Err(ConnError::Dial(e @ DialError::Connect { .. }))) if matches!(&e, DialError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused) =>
+            Ok(Err(ConnError::Dial(DialError::Connect { addr, source })))
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
             {
-                return Err(format!("{e} (the edge process holding the stream is gone)"));
+                return Err(format!(
+                    "nothing listens at {addr} any more: the edge process holding the stream is gone"
+                ));
             }
             Ok(Err(ConnError::Dial(
                 e @ (DialError::Resolve { .. }
