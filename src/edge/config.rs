@@ -570,6 +570,24 @@ client_secret = "s3cret"
     }
 
     #[test]
+    fn resume_window_defaults_to_five_minutes_and_zero_turns_it_off() {
+        let c = Config::parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.apps[0].resume_window, RESUME_WINDOW);
+        let app = |w: &str| {
+            let text = format!(
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]\nresume_window = {w}"
+            );
+            Config::parse(&text, Path::new(".")).map(|c| c.apps[0].resume_window)
+        };
+        assert_eq!(app("\"0\""), Ok(Duration::ZERO));
+        assert_eq!(app("\"90s\""), Ok(Duration::from_secs(90)));
+        for bad in ["\"soon\"", "\"25h\""] {
+            let e = app(bad).unwrap_err();
+            assert!(e.contains("resume_window") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_configs_name_the_problem_on_one_line() {
         let cases = [
             ("listen = 1", "line 1"),
