@@ -125,10 +125,17 @@ fn a_bulk_transfer_survives_its_websocket_being_killed_twice() {
         std::thread::spawn(move || exchange(s, up, at_client))
     };
     for (i, mark) in [SIZE / 4, SIZE / 2].into_iter().enumerate() {
+        // Both directions under way (and neither finished, so the stream lives).
         wait_count(&at_origin, mark as u64, "upload");
-        wait_count(&at_client, mark as u64 / 2, "download");
+        wait_count(&at_client, mark as u64, "download");
         let killed = kill_sockets_to(edge.addr.port());
         assert_eq!(killed, 1, "kill {i}: one WebSocket to the edge");
+        // The next kill only once the stream runs on its new WebSocket.
+        let deadline = Instant::now() + END;
+        while tcp.stderr().matches("resumed").count() <= i {
+            assert!(Instant::now() < deadline, "no resume:\n{}", tcp.stderr());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     let got_down = client.join().unwrap();
     let got_up = origin_end.recv_timeout(END).expect("the origin finishes");
