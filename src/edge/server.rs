@@ -376,7 +376,7 @@ async fn resumable(
     origin: &mut TcpStream,
     ws: bridge::WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
     opts: bridge::Options,
-    mut r: super::resume::Registered,
+    mut reg: super::resume::Registered,
     window: Duration,
     peer: SocketAddr,
     ray: &str,
@@ -392,7 +392,7 @@ async fn resumable(
                     let run = bridge::run_resumable(origin, ws, opts, &mut session, peer_has);
                     tokio::select! {
                         r = run => Step::Ended(r),
-                        Some(c) = r.claims.recv() => Step::Claim(c),
+                        Some(c) = reg.claims.recv() => Step::Claim(c),
                     }
                 };
                 match step {
@@ -409,7 +409,7 @@ async fn resumable(
             }
             None => {
                 let (_, until) = broken.as_ref().expect("waiting only after a break");
-                match tokio::time::timeout_at(*until, r.claims.recv()).await {
+                match tokio::time::timeout_at(*until, reg.claims.recv()).await {
                     Ok(Some(c)) => c,
                     _ => {
                         let (e, _) = broken.take().expect("checked above");
