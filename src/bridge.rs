@@ -1539,12 +1539,30 @@ mod resume_tests {
             origin.shutdown().await.unwrap();
             got
         });
-        // First WebSocket: through a relay that is cut after a while.
+        // First WebSocket: through a relay that is cut once 1 MiB went up.
         let (c_io, relay_c) = duplex(16 * 1024);
         let (s_io, relay_s) = duplex(16 * 1024);
         let relay = tokio::spawn(async move {
-            let (mut a, mut b) = (relay_c, relay_s);
-            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            let (mut cr, mut cw) = tokio::io::split(relay_c);
+            let (mut sr, mut sw) = tokio::io::split(relay_s);
+            let up = async {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut passed = 0;
+                while passed < 1 << 20 {
+                    let n = cr.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    sw.write_all(&buf[..n]).await?;
+                    passed += n;
+                }
+                Ok::<_, io::Error>(())
+            };
+            let down = tokio::io::copy(&mut sr, &mut cw);
+            tokio::select! {
+                _ = up => {}
+                _ = down => {}
+            }
         });
         let c = tokio::spawn(side(
             local_c,
@@ -1558,8 +1576,7 @@ mod resume_tests {
             Session::new(256 * 1024),
             0,
         ));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        relay.abort();
+        relay.await.unwrap();
         let (local_c, sc, rc) = c.await.unwrap();
         let (local_s, ss, rs) = s.await.unwrap();
         assert!(rc.as_ref().is_err_and(|e| e.is_link_failure()), "{rc:?}");
