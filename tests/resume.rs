@@ -192,7 +192,7 @@ fn echo_origin() -> (SocketAddr, mpsc::Receiver<Result<(), ErrorKind>>) {
 #[test]
 fn the_window_ending_resets_the_origin_and_a_late_resume_resets_the_local_socket() {
     let (origin, origin_end) = echo_origin();
-    let mut edge = Edge::start(&app("late.test", origin, "resume_window = \"1s\""));
+    let mut edge = Edge::start(&app("late.test", origin, "resume_window = \"3s\""));
     let (mut tcp, local) = tunnel_tcp(&edge, "http://late.test", &SERVICE);
     let mut s = TcpStream::connect(local).unwrap();
     s.set_read_timeout(Some(END)).unwrap();
@@ -207,7 +207,7 @@ fn the_window_ending_resets_the_origin_and_a_late_resume_resets_the_local_socket
         origin_end.try_recv().is_err(),
         "the origin must stay open while the stream waits for its client"
     );
-    edge.proc.wait_for("resume window of 1s passed", END);
+    edge.proc.wait_for("resume window of 3s passed", END);
     let end = origin_end
         .recv_timeout(END)
         .expect("the origin's stream ends");
