@@ -60,6 +60,8 @@ have curl || missing+=(curl)
 # The README's "TLS for the edge" commands run in a test.
 have openssl || missing+=(openssl)
 have python3 || missing+=(python3)
+# The resume tests kill the client's WebSocket with `ss -K` (needs root).
+have ss || missing+=(iproute2)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! have apt-get; then

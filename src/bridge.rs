@@ -48,6 +48,12 @@
 //! **Closing.** When both directions are done, a close frame is sent (unless one was
 //! already) and the peer's reply is awaited for at most [`CLOSE_WAIT`], so the peer
 //! reads everything before our socket goes away.
+//!
+//! **Resuming** ([`resume`]). [`run_resumable`] is the same pump for a stream that
+//! may outlive its WebSocket: it keeps each direction's offsets and a bounded replay
+//! buffer in a [`Session`] owned by the caller, acknowledges what it delivered with
+//! 8-byte pongs, and returns with the local side intact when the WebSocket fails;
+//! the caller brings a new WebSocket and calls it again. [`run`] carries none of it.
 
 use std::future::poll_fn;
 use std::io;
@@ -61,8 +67,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 mod keepalive;
+pub mod resume;
 
 pub use keepalive::Settings as Keepalive;
+pub use resume::Session;
 
 pub use crate::frame::Role;
 use crate::frame::{self, FrameError, MAX_HEADER, MaskKeys, OpCode};
@@ -196,6 +204,20 @@ pub enum BridgeError {
     /// One direction ended and the other stayed idle too long.
     #[error("half-closed connection idle for {0:?}; closed")]
     HalfOpenIdle(Duration),
+    /// A resumable peer acknowledged bytes it was never sent.
+    #[error("websocket: {0}")]
+    Ack(#[from] resume::BadAck),
+}
+
+impl BridgeError {
+    /// The WebSocket under the stream failed (cut, reset, silent peer), while the
+    /// local side is fine: a resumable stream can go on over a new WebSocket.
+    pub fn is_link_failure(&self) -> bool {
+        matches!(
+            self,
+            BridgeError::Io(_) | BridgeError::Truncated(_) | BridgeError::Dead(_)
+        )
+    }
 }
 
 /// Pump bytes between `local` and `ws` until both directions have ended.
@@ -207,10 +229,43 @@ where
     L: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut pump = Pump::new(local, ws, opts);
+    let mut pump = Pump::new(local, ws, opts, None);
     let result = poll_fn(|cx| pump.poll(cx)).await;
     if result.is_ok() {
         // Best effort: a FIN (or TLS close_notify) after the close handshake.
+        let _ = tokio::time::timeout(Duration::from_secs(1), pump.io.shutdown()).await;
+    }
+    result
+}
+
+/// [`run`] for a resumable stream ([`resume`]): `session` carries the offsets and
+/// replay buffer across WebSockets, `peer_has` is what the peer said it delivered
+/// in this WebSocket's handshake (0 on the first). An error for which
+/// [`BridgeError::is_link_failure`] holds leaves `local` intact for another call
+/// with a new WebSocket; once [`Session::complete`] holds, a failing WebSocket
+/// is a clean end. The half-close marker is always used.
+pub async fn run_resumable<L, S>(
+    local: &mut L,
+    ws: WebSocket<S>,
+    mut opts: Options,
+    session: &mut Session,
+    peer_has: u64,
+) -> Result<Stats, BridgeError>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    opts.peer_half_close = true;
+    let mut pump = Pump::new(local, ws.with_clean_eof(false), opts, Some(session));
+    pump.rewind(peer_has)?;
+    let result = poll_fn(|cx| pump.poll(cx)).await;
+    let result = match result {
+        Err(e) if e.is_link_failure() && pump.session.as_ref().is_some_and(|s| s.complete()) => {
+            Ok(pump.stats)
+        }
+        r => r,
+    };
+    if result.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), pump.io.shutdown()).await;
     }
     result
@@ -361,8 +416,10 @@ enum Event {
     Eof,
 }
 
-struct Pump<L, S> {
+struct Pump<'a, L, S> {
     local: L,
+    /// Offsets and replay buffer of a resumable stream.
+    session: Option<&'a mut Session>,
     io: S,
     role: Role,
     max_frame: u64,
@@ -408,15 +465,16 @@ struct Pump<L, S> {
     stats: Stats,
 }
 
-impl<L, S> Pump<L, S>
+impl<'a, L, S> Pump<'a, L, S>
 where
     L: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    fn new(local: L, ws: WebSocket<S>, opts: Options) -> Self {
+    fn new(local: L, ws: WebSocket<S>, opts: Options, session: Option<&'a mut Session>) -> Self {
         let now = Instant::now();
         Pump {
             local,
+            session,
             io: ws.io,
             role: ws.role,
             max_frame: ws.max_frame,
@@ -578,6 +636,9 @@ where
                     }
                     Poll::Ready(Ok(n)) => {
                         self.data.advance(n);
+                        if let Some(s) = self.session.as_deref_mut() {
+                            s.on_delivered(n);
+                        }
                         self.local_unflushed = true;
                         progress = true;
                         if self.data.is_empty() {
@@ -648,7 +709,16 @@ where
                     self.after_eof = false;
                     progress = true;
                 }
+                Poll::Ready(Ok(Event::Control(OpCode::Pong, payload))) => {
+                    progress |= self.on_pong(&payload)?;
+                }
                 Poll::Ready(Ok(Event::Control(..))) => {}
+                Poll::Ready(Ok(Event::Eof)) if self.session.is_some() => {
+                    self.after_eof = false;
+                    if !self.session.as_ref().is_some_and(|s| s.complete()) {
+                        return Err(BridgeError::Truncated(false));
+                    }
+                }
                 Poll::Ready(_) => self.after_eof = false,
                 Poll::Pending => break,
             }
@@ -666,8 +736,14 @@ where
             Event::EmptyMessage => {
                 self.down = Down::Closing;
                 self.after_eof = true;
+                if let Some(s) = self.session.as_deref_mut() {
+                    s.on_peer_eof();
+                }
             }
             Event::Control(OpCode::Ping, payload) => self.pong = Some(payload),
+            Event::Control(OpCode::Pong, payload) => {
+                self.on_pong(&payload)?;
+            }
             Event::Control(OpCode::Close, payload) => {
                 self.peer_closed = true;
                 self.close_code = payload
@@ -679,6 +755,14 @@ where
                 }
             }
             Event::Control(..) => {}
+            // A resumable stream's WebSocket that ends before the stream is complete
+            // was cut, whatever state it was in.
+            Event::Eof if self.session.as_ref().is_some_and(|s| !s.complete()) => {
+                return Err(BridgeError::Truncated(matches!(
+                    self.rx,
+                    Rx::Payload { .. }
+                )));
+            }
             // Cut off before its EOF signal: say so, never a clean end.
             Event::Eof if self.down == Down::Open && !self.clean_end() => {
                 return Err(BridgeError::Truncated(matches!(
@@ -696,6 +780,53 @@ where
             }
         }
         Ok(())
+    }
+
+    /// A pong arrived: on a resumable stream, one of 8 bytes is an acknowledgement.
+    /// Whether it freed room in the replay buffer.
+    fn on_pong(&mut self, payload: &[u8]) -> Result<bool, BridgeError> {
+        let Some(s) = self.session.as_deref_mut() else {
+            return Ok(false);
+        };
+        let Some(acked) = Session::parse_ack(payload) else {
+            return Ok(false);
+        };
+        s.on_ack(acked)?;
+        Ok(true)
+    }
+
+    /// Start on a new WebSocket: send again what the peer has not delivered, and
+    /// take up each direction where it was.
+    fn rewind(&mut self, peer_has: u64) -> Result<(), BridgeError> {
+        let Some(s) = self.session.as_deref_mut() else {
+            return Ok(());
+        };
+        let (again, eof_again) = s.rewind(peer_has)?;
+        let again = again.to_vec();
+        if s.local_eof() {
+            self.up = Up::Done;
+            self.local_eof = true;
+        }
+        if s.peer_eof() {
+            self.down = Down::Done;
+            self.after_eof = true;
+        }
+        let mut out = BytesMut::new();
+        for chunk in again.chunks(MAX_READ) {
+            out.extend_from_slice(&self.control(OpCode::Binary, chunk));
+        }
+        if eof_again {
+            out.extend_from_slice(&self.control(OpCode::Binary, &[]));
+        }
+        self.out = out;
+        Ok(())
+    }
+
+    /// An acknowledgement pong, when one is due (`idle`: nothing from the peer
+    /// waits to be delivered).
+    fn take_ack(&mut self, idle: bool) -> Option<BytesMut> {
+        let ack = self.session.as_deref_mut()?.take_ack(idle)?;
+        Some(self.control(OpCode::Pong, &ack))
     }
 
     /// The stream ended by an authenticated close between two messages.
@@ -773,6 +904,10 @@ where
                 self.out = self.control(OpCode::Ping, &[]);
                 continue;
             }
+            if let Some(ack) = self.take_ack(self.data.is_empty()) {
+                self.out = ack;
+                continue;
+            }
             match self.up {
                 Up::Done => break,
                 Up::Eof => {
@@ -786,18 +921,28 @@ where
                 }
                 Up::Open => {}
             }
+            if self.session.as_ref().is_some_and(|s| !s.may_read()) {
+                // The replay buffer is full: wait for the peer's acknowledgement.
+                break;
+            }
             let woke = self.up_buf.idle;
             match self.up_buf.poll_fill(&mut self.local, cx) {
                 Poll::Ready(Ok(0)) => {
                     self.up_buf.buf.clear();
                     self.up = Up::Eof;
                     self.local_eof = true;
+                    if let Some(s) = self.session.as_deref_mut() {
+                        s.on_local_eof();
+                    }
                     progress = true;
                 }
                 Poll::Ready(Ok(n)) => {
                     progress = true;
                     if woke {
                         self.arm_release();
+                    }
+                    if let Some(s) = self.session.as_deref_mut() {
+                        s.on_read(&self.up_buf.buf[MAX_HEADER..MAX_HEADER + n]);
                     }
                     self.stats.up += n as u64;
                     self.last_data = Instant::now();
@@ -810,6 +955,9 @@ where
                     self.up_buf.buf.clear();
                     self.up = Up::Eof;
                     self.local_eof = true;
+                    if let Some(s) = self.session.as_deref_mut() {
+                        s.on_local_eof();
+                    }
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(BridgeError::LocalRead(e)),
@@ -853,33 +1001,50 @@ where
         self.timer.as_mut().reset(deadline);
         let _ = self.timer.as_mut().poll(cx);
         if !self.close_sent {
-            let close = self.close_frame();
+            let mut close = self.take_ack(true).unwrap_or_default();
+            close.unsplit(self.close_frame());
             if self.out.is_empty() {
                 self.out = close;
             } else {
                 self.out.unsplit(close);
             }
         }
-        // The peer going away now means the data was delivered (or never can be).
-        if ready!(self.poll_out(cx)).is_err() {
-            return Poll::Ready(Ok(self.stats));
+        // The peer going away now means the data was delivered (or never can be),
+        // unless the stream is resumable and the peer has not acknowledged it all.
+        if let Err(e) = ready!(self.poll_out(cx)) {
+            return Poll::Ready(self.closed_by(e));
         }
         if self.io_unflushed {
-            if ready!(Pin::new(&mut self.io).poll_flush(cx)).is_err() {
-                return Poll::Ready(Ok(self.stats));
+            if let Err(e) = ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+                return Poll::Ready(self.closed_by(BridgeError::Io(e)));
             }
             self.io_unflushed = false;
         }
         // Drain until the peer's close frame (or the end of the stream).
         while !self.peer_closed {
             match ready!(self.poll_event(cx)) {
-                Ok(Event::Control(OpCode::Close, _)) | Ok(Event::Eof) | Err(_) => {
-                    self.peer_closed = true;
+                Ok(Event::Control(OpCode::Close, _)) => self.peer_closed = true,
+                Ok(Event::Control(OpCode::Pong, payload)) => {
+                    self.on_pong(&payload)?;
                 }
+                Ok(Event::Eof) => {
+                    return Poll::Ready(self.closed_by(BridgeError::Truncated(false)));
+                }
+                Err(e) => return Poll::Ready(self.closed_by(e)),
                 Ok(_) => {}
             }
         }
         Poll::Ready(Ok(self.stats))
+    }
+
+    /// The WebSocket ended during the close handshake: a clean end, except on a
+    /// resumable stream the peer has not acknowledged completely.
+    fn closed_by(&mut self, e: BridgeError) -> Result<Stats, BridgeError> {
+        self.peer_closed = true;
+        match &self.session {
+            Some(s) if !s.complete() => Err(e),
+            _ => Ok(self.stats),
+        }
     }
 
     /// A buffer was just allocated: make sure the timer looks at it again.
@@ -1320,5 +1485,126 @@ mod close_tests {
             "{waited:?}"
         );
         drop(server_ws);
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+    type Side = (DuplexStream, Session, Result<Stats, BridgeError>);
+
+    async fn side(
+        mut local: DuplexStream,
+        ws: WebSocket<DuplexStream>,
+        mut session: Session,
+        peer_has: u64,
+    ) -> Side {
+        let r = run_resumable(&mut local, ws, Options::default(), &mut session, peer_has).await;
+        (local, session, r)
+    }
+
+    /// Two resumable pumps whose WebSocket is cut mid-transfer (a relay between them
+    /// is dropped) and joined again by a new one: both directions arrive whole.
+    #[tokio::test]
+    async fn a_cut_websocket_is_resumed_and_no_byte_is_lost_or_repeated() {
+        let (local_c, app) = duplex(64 * 1024);
+        let (local_s, mut origin) = duplex(64 * 1024);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        let sent = data.clone();
+        let app_task = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(app);
+            let writer = async {
+                w.write_all(&sent).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut back = Vec::new();
+            let reader = r.read_to_end(&mut back);
+            let (_, got) = tokio::join!(writer, reader);
+            got.unwrap();
+            back
+        });
+        let origin_task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = origin.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                origin.write_all(&buf[..n]).await.unwrap();
+            }
+            origin.shutdown().await.unwrap();
+            got
+        });
+        // First WebSocket: through a relay that is cut once 1 MiB went up.
+        let (c_io, relay_c) = duplex(16 * 1024);
+        let (s_io, relay_s) = duplex(16 * 1024);
+        let relay = tokio::spawn(async move {
+            let (mut cr, mut cw) = tokio::io::split(relay_c);
+            let (mut sr, mut sw) = tokio::io::split(relay_s);
+            let up = async {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut passed = 0;
+                while passed < 1 << 20 {
+                    let n = cr.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    sw.write_all(&buf[..n]).await?;
+                    passed += n;
+                }
+                Ok::<_, io::Error>(())
+            };
+            let down = tokio::io::copy(&mut sr, &mut cw);
+            tokio::select! {
+                _ = up => {}
+                _ = down => {}
+            }
+        });
+        let c = tokio::spawn(side(
+            local_c,
+            WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
+            Session::new(256 * 1024),
+            0,
+        ));
+        let s = tokio::spawn(side(
+            local_s,
+            WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME),
+            Session::new(256 * 1024),
+            0,
+        ));
+        relay.await.unwrap();
+        let (local_c, sc, rc) = c.await.unwrap();
+        let (local_s, ss, rs) = s.await.unwrap();
+        assert!(rc.as_ref().is_err_and(|e| e.is_link_failure()), "{rc:?}");
+        assert!(rs.as_ref().is_err_and(|e| e.is_link_failure()), "{rs:?}");
+        // Second WebSocket: each side learns what the other delivered.
+        let (c_io, s_io) = duplex(16 * 1024);
+        let (c_has, s_has) = (sc.delivered(), ss.delivered());
+        assert!(
+            c_has < data.len() as u64 && s_has < data.len() as u64,
+            "cut too late"
+        );
+        let c = tokio::spawn(side(
+            local_c,
+            WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
+            sc,
+            s_has,
+        ));
+        let s = tokio::spawn(side(
+            local_s,
+            WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME),
+            ss,
+            c_has,
+        ));
+        let (_, _, rc) = c.await.unwrap();
+        let (_, _, rs) = s.await.unwrap();
+        rc.unwrap();
+        rs.unwrap();
+        assert!(origin_task.await.unwrap() == data, "origin got other bytes");
+        assert!(app_task.await.unwrap() == data, "echo differs");
     }
 }

@@ -143,13 +143,14 @@ fn our_client_sends_the_stock_handshake() {
     let ours = recorder.join().unwrap();
     let (our_line, mut our_headers) = parse_head(&ours);
     let (stock_line, mut stock_headers) = parse_head(&fixture("cloudflared-service-token.http"));
-    // Our one addition: the half-close capability, ignored by stock peers.
+    // Our two additions: the half-close and resume capabilities, ignored by stock
+    // peers.
     let before = our_headers.len();
-    our_headers.retain(|(n, v)| !(n == "tunnel-half-close" && v == "1"));
+    our_headers.retain(|(n, v)| !((n == "tunnel-half-close" || n == "tunnel-resume") && v == "1"));
     assert_eq!(
         our_headers.len(),
-        before - 1,
-        "our handshake offers half-close:\n{ours}"
+        before - 2,
+        "our handshake offers half-close and resuming:\n{ours}"
     );
     assert_eq!(our_line, stock_line);
     // The key is random per request and the User-Agent names the program.

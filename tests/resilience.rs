@@ -260,7 +260,13 @@ fn cpu_and_switches(pid: u32) -> (u64, u64) {
 fn a_frozen_edge_is_detected_while_data_waits_and_the_tunnel_stays_idle() {
     let count = Arc::new(AtomicU64::new(0));
     let (origin, _ended) = sink_origin(count.clone());
-    let edge = Edge::start(&app("frozen.test", origin));
+    // Not resumable: this is about detecting the frozen edge; a resumable stream
+    // would then redial the frozen edge for its resume window.
+    let edge = Edge::start(&app("frozen.test", origin).replacen(
+        "allow",
+        "resume_window = \"0\"\nallow",
+        1,
+    ));
     let mut args = SERVICE.to_vec();
     args.extend(["--keepalive-interval", "1s", "--keepalive-timeout", "6s"]);
     let (mut tcp, local) = tunnel_tcp(&edge, "http://frozen.test", &args);

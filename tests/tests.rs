@@ -21,6 +21,7 @@ mod login;
 mod metrics;
 mod postgres;
 mod resilience;
+mod resume;
 mod security;
 mod ssh;
 mod status;

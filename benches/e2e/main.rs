@@ -19,7 +19,8 @@
 //! `BENCH_ONLY=small` (only small messages: `redis-benchmark` GET against a real
 //! `redis-server` directly, through the relays, `tunnel` ws/wss and the peers, min,
 //! median and max over `BENCH_ROUNDS`, written to `target/bench/small.json`),
-//! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
+//! `BENCH_RESUME_WINDOW` (the edge's `resume_window`; `0` turns resumable streams
+//! off, to measure their cost), `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
 //! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to

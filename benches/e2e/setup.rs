@@ -399,11 +399,15 @@ pub fn edge(
         top = "tls_cert = \"edge.crt\"\ntls_key = \"edge.key\"\n".into();
     }
     let config = dir.path().join("edge.toml");
+    // `BENCH_RESUME_WINDOW=0` measures streams without resumption.
+    let resume = std::env::var("BENCH_RESUME_WINDOW")
+        .map(|w| format!("resume_window = \"{w}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &config,
         format!(
             "listen = \"{listen}\"\nauth_domain = \"auth.bench.test\"\n{top}\
-             [[apps]]\nhostname = \"{app}\"\norigin = \"{origin}\"\nallow = [\"service:bench\"]\n\
+             [[apps]]\nhostname = \"{app}\"\norigin = \"{origin}\"\nallow = [\"service:bench\"]\n{resume}\
              [[service_tokens]]\nname = \"bench\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
             TOKEN.0, TOKEN.1
         ),

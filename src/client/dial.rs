@@ -41,6 +41,8 @@ pub struct Connected {
     pub ws: crate::bridge::WebSocket<EdgeStream>,
     /// The edge understands the half-close marker.
     pub peer_half_close: bool,
+    /// The edge keeps this stream for a resume (README: "Resumable streams").
+    pub resume: Option<protocol::ResumeOffer>,
 }
 
 /// Why the WebSocket to the edge could not be opened.
@@ -193,6 +195,7 @@ pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()>
         .header("Sec-WebSocket-Key", generate_key())
         .header("User-Agent", protocol::USER_AGENT)
         .header(protocol::HALF_CLOSE, "1")
+        .header(protocol::RESUME, "1")
         .body(())
         .expect("static request parts are valid");
     let headers = req.headers_mut();
@@ -233,6 +236,15 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
 /// Open one authenticated WebSocket to the edge for `target`; `token` (from a
 /// login) overrides the target's credentials.
 pub async fn dial(target: &Target, token: Option<&Secret>) -> Result<Connected, DialError> {
+    dial_resuming(target, token, None).await
+}
+
+/// [`dial`], resuming the stream `resume` names instead of opening a new one.
+pub async fn dial_resuming(
+    target: &Target,
+    token: Option<&Secret>,
+    resume: Option<&protocol::ResumeRequest>,
+) -> Result<Connected, DialError> {
     let addr = target.dial_addr();
     let tcp = match target.proxy() {
         Some(proxy) => via_proxy(proxy, &addr).await?,
@@ -244,13 +256,16 @@ pub async fn dial(target: &Target, token: Option<&Secret>) -> Result<Connected, 
                 secs: CONNECT_TIMEOUT.as_secs(),
             })??,
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(target, token, &addr, tcp))
-        .await
-        .map_err(|_| DialError::Timeout {
-            addr,
-            stage: "in the handshake with",
-            secs: HANDSHAKE_TIMEOUT.as_secs(),
-        })?
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(target, token, resume, &addr, tcp),
+    )
+    .await
+    .map_err(|_| DialError::Timeout {
+        addr,
+        stage: "in the handshake with",
+        secs: HANDSHAKE_TIMEOUT.as_secs(),
+    })?
 }
 
 async fn via_proxy(proxy: &super::proxy::Proxy, addr: &str) -> Result<TcpStream, DialError> {
@@ -325,6 +340,7 @@ pub fn tls_hint(e: &std::io::Error) -> &'static str {
 async fn handshake(
     target: &Target,
     token: Option<&Secret>,
+    resume: Option<&protocol::ResumeRequest>,
     addr: &str,
     tcp: TcpStream,
 ) -> Result<Connected, DialError> {
@@ -358,7 +374,10 @@ async fn handshake(
     } else {
         EdgeStream::Plain(tcp)
     };
-    let request = handshake_request(target, token);
+    let mut request = handshake_request(target, token);
+    if let Some(v) = resume.and_then(|r| HeaderValue::from_str(&r.to_header()).ok()) {
+        request.headers_mut().insert(protocol::RESUME, sensitive(v));
+    }
     let protocol_error = |detail: String| DialError::Protocol {
         url: target.url(),
         detail,
@@ -373,8 +392,15 @@ async fn handshake(
         return Err(classify(target.host(), credentials, &response));
     }
     check_upgrade(&request, &response).map_err(protocol_error)?;
+    let peer_half_close = response.headers().contains_key(protocol::HALF_CLOSE);
     Ok(Connected {
-        peer_half_close: response.headers().contains_key(protocol::HALF_CLOSE),
+        peer_half_close,
+        resume: response
+            .headers()
+            .get(protocol::RESUME)
+            .and_then(|v| v.to_str().ok())
+            .and_then(protocol::ResumeOffer::parse)
+            .filter(|_| peer_half_close),
         ws: crate::bridge::WebSocket::new(
             stream,
             crate::bridge::Role::Client,

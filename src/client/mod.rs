@@ -33,6 +33,16 @@ pub enum ConnError {
         #[source]
         source: BridgeError,
     },
+    /// The stream's WebSocket broke and the stream could not be resumed.
+    #[error("tunnel to {host} broke ({broke}) and could not be resumed: {why}")]
+    Resume {
+        /// The app hostname.
+        host: String,
+        /// How the WebSocket broke.
+        broke: BridgeError,
+        /// Why resuming failed.
+        why: String,
+    },
 }
 
 impl ConnError {
@@ -41,7 +51,7 @@ impl ConnError {
         match self {
             ConnError::Dial(e) => e.exit_code(),
             ConnError::Auth(e) => e.exit_code(),
-            ConnError::Bridge { .. } => crate::exit::NETWORK,
+            ConnError::Bridge { .. } | ConnError::Resume { .. } => crate::exit::NETWORK,
         }
     }
 }
@@ -115,7 +125,15 @@ where
         keepalive: *keepalive,
         ..Default::default()
     };
-    let result = bridge::run(local, conn.ws, opts).await;
+    let result = match conn.resume {
+        None => bridge::run(local, conn.ws, opts)
+            .await
+            .map_err(|source| ConnError::Bridge {
+                host: target.host().to_string(),
+                source,
+            }),
+        Some(offer) => resumable(local, conn.ws, opts, offer, target).await,
+    };
     if let Some(c) = &counted {
         match &result {
             Ok(s) => {
@@ -126,10 +144,120 @@ where
             Err(_) => c.failed("cut"),
         }
     }
-    result.map_err(|source| ConnError::Bridge {
-        host: target.host().to_string(),
-        source,
-    })
+    result
+}
+
+/// Bridge a resumable stream: when its WebSocket breaks, keep `local`, dial the
+/// edge again (logging in again through the normal lazy flow if needed) with the
+/// stream's ticket, and go on where each side stopped. Gives up when the edge's
+/// resume window has passed or the edge refuses; the caller then resets `local`.
+async fn resumable<L>(
+    mut local: L,
+    ws: bridge::WebSocket<dial::EdgeStream>,
+    opts: bridge::Options,
+    mut offer: crate::protocol::ResumeOffer,
+    target: &Target,
+) -> Result<Stats, ConnError>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = bridge::Session::new(bridge::resume::REPLAY_LIMIT);
+    let mut ws = ws;
+    loop {
+        let broke = match bridge::run_resumable(&mut local, ws, opts, &mut session, offer.delivered)
+            .await
+        {
+            Ok(_) => return Ok(session.stats()),
+            Err(e) if e.is_link_failure() => e,
+            Err(source) => {
+                return Err(ConnError::Bridge {
+                    host: target.host().to_string(),
+                    source,
+                });
+            }
+        };
+        tracing::warn!(
+            "tunnel to {} broke: {broke}; resuming the stream (for up to {:?})",
+            target.host(),
+            offer.window
+        );
+        let until = tokio::time::Instant::now() + offer.window;
+        let request = crate::protocol::ResumeRequest {
+            id: offer.id.clone(),
+            ticket: offer.ticket.clone(),
+            delivered: session.delivered(),
+        };
+        let conn = match redial(target, &request, until).await {
+            Ok(conn) => conn,
+            Err(why) => {
+                return Err(ConnError::Resume {
+                    host: target.host().to_string(),
+                    broke,
+                    why,
+                });
+            }
+        };
+        let Some(next) = conn.resume else {
+            return Err(ConnError::Resume {
+                host: target.host().to_string(),
+                broke,
+                why: "the edge answered without resuming the stream".into(),
+            });
+        };
+        tracing::info!("tunnel to {} resumed", target.host());
+        offer = next;
+        ws = conn.ws;
+    }
+}
+
+/// First pause between resume attempts; it doubles up to [`REDIAL_MAX`].
+pub const REDIAL_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest pause between resume attempts.
+pub const REDIAL_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Dial with `request` until it succeeds, the edge refuses, or `until` passes;
+/// pauses grow exponentially, each with random jitter (0.5x to 1.5x).
+async fn redial(
+    target: &Target,
+    request: &crate::protocol::ResumeRequest,
+    until: tokio::time::Instant,
+) -> Result<dial::Connected, String> {
+    let mut pause = REDIAL_FIRST;
+    loop {
+        let attempt = tokio::time::timeout_at(until, connect_resuming(target, Some(request)));
+        let why = match attempt.await {
+            Err(_) => return Err("the edge's resume window passed".into()),
+            Ok(Ok(conn)) => return Ok(conn),
+            // Nothing listens there any more: the edge process that held the
+            // stream is gone, and its streams with it.
+            Ok(Err(ConnError::Dial(DialError::Connect { addr, source })))
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                return Err(format!(
+                    "nothing listens at {addr} any more: the edge process holding the stream is gone"
+                ));
+            }
+            Ok(Err(ConnError::Dial(
+                e @ (DialError::Resolve { .. }
+                | DialError::Connect { .. }
+                | DialError::Timeout { .. }
+                | DialError::Proxy { .. }
+                | DialError::Protocol { .. }),
+            ))) => e.to_string(),
+            Ok(Err(e)) => return Err(e.to_string()),
+        };
+        let mut r = [0u8; 1];
+        crate::protocol::random_fill(&mut r);
+        let jittered = pause.mul_f64(0.5 + f64::from(r[0]) / 255.0);
+        tracing::debug!("resume attempt failed: {why}; next in {jittered:?}");
+        if tokio::time::Instant::now() + jittered >= until {
+            return Err(format!(
+                "the edge's resume window passed; last attempt: {why}"
+            ));
+        }
+        tokio::time::sleep(jittered).await;
+        pause = (pause * 2).min(REDIAL_MAX);
+    }
 }
 
 /// One counted connection: open while it lives.
@@ -187,13 +315,22 @@ pub async fn probe(
 /// authenticator produce a token, once per cause, and the dial is tried again. With
 /// a service token or `--token` there is no authenticator, so no login ever happens.
 pub async fn connect(target: &Target) -> Result<dial::Connected, ConnError> {
+    connect_resuming(target, None).await
+}
+
+/// [`connect`], resuming the stream `resume` names: the identity is proven again
+/// exactly as on a new stream.
+pub async fn connect_resuming(
+    target: &Target,
+    resume: Option<&crate::protocol::ResumeRequest>,
+) -> Result<dial::Connected, ConnError> {
     let Some(auth) = target.credentials().login() else {
-        return Ok(dial::dial(target, None).await?);
+        return Ok(dial::dial_resuming(target, None, resume).await?);
     };
     let mut token = auth.current();
     // At most one login and one refresh of a token the edge refused.
     for _ in 0..2 {
-        match dial::dial(target, token.as_ref()).await {
+        match dial::dial_resuming(target, token.as_ref(), resume).await {
             Ok(conn) => return Ok(conn),
             Err(DialError::LoginRequired { .. } | DialError::TokenRefused { .. }) => {
                 let obtained = auth.token(token.as_ref()).await?;
@@ -214,5 +351,5 @@ pub async fn connect(target: &Target) -> Result<dial::Connected, ConnError> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(dial::dial(target, token.as_ref()).await?)
+    Ok(dial::dial_resuming(target, token.as_ref(), resume).await?)
 }

@@ -68,6 +68,7 @@ struct RawApp {
     allow: Vec<String>,
     session: Option<String>,
     aud: Option<String>,
+    resume_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +170,13 @@ pub struct App {
     pub session: Duration,
     /// The AUD tag.
     pub aud: String,
+    /// How long a stream whose WebSocket broke waits for its client to resume it
+    /// (README: "Resumable streams"); zero: streams are not resumable.
+    pub resume_window: Duration,
 }
+
+/// Default of an app's `resume_window`.
+pub const RESUME_WINDOW: Duration = Duration::from_secs(300);
 
 /// A service token.
 #[derive(Debug, Clone)]
@@ -421,7 +428,25 @@ fn app(
         allow_services,
         session,
         aud,
+        resume_window: resume_window(&at, a.resume_window.as_deref())?,
     })
+}
+
+/// An app's `resume_window`: the default when absent, zero for `"0"` (streams are
+/// not resumable), else a duration of at most a day.
+fn resume_window(at: &str, raw: Option<&str>) -> Result<Duration, String> {
+    match raw.map(str::trim) {
+        None => Ok(RESUME_WINDOW),
+        Some("0") => Ok(Duration::ZERO),
+        Some(s) => humantime::parse_duration(s)
+            .ok()
+            .filter(|d| *d <= Duration::from_secs(24 * 3600))
+            .ok_or_else(|| {
+                format!(
+                    "{at}: resume_window {s:?} is not a duration of at most 24h, e.g. \"5m\" (or \"0\" to turn resuming off)"
+                )
+            }),
+    }
 }
 
 /// Whether `hash` is a password hash the login page can verify: an argon2 PHC
@@ -571,6 +596,24 @@ client_secret = "s3cret"
         assert_eq!(c.login_limits.address_attempts, 3);
         assert_eq!(c.login_limits.address_window, Duration::from_millis(500));
         assert_eq!(c.login_limits.account_attempts, 10);
+    }
+
+    #[test]
+    fn resume_window_defaults_to_five_minutes_and_zero_turns_it_off() {
+        let c = Config::parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.apps[0].resume_window, RESUME_WINDOW);
+        let app = |w: &str| {
+            let text = format!(
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]\nresume_window = {w}"
+            );
+            Config::parse(&text, Path::new(".")).map(|c| c.apps[0].resume_window)
+        };
+        assert_eq!(app("\"0\""), Ok(Duration::ZERO));
+        assert_eq!(app("\"90s\""), Ok(Duration::from_secs(90)));
+        for bad in ["\"soon\"", "\"25h\""] {
+            let e = app(bad).unwrap_err();
+            assert!(e.contains("resume_window") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! decides, [`server`] speaks HTTP; [`login`] is the CLI login page, [`handoff`]
 //! holds sealed logins for pickup, [`exchange`] serves discovery metadata and the
 //! org-token exchange; [`activity`] counts streams for the summary logged per
-//! interval; [`limits`] bounds login attempts. [`Edge::load`] prepares everything
+//! interval; [`limits`] bounds login attempts; [`resume`] holds resumable streams. [`Edge::load`] prepares everything
 //! that can fail
 //! before anything is bound; [`serve`] takes an already-bound listener (tests bind
 //! port 0 and read back the address).
@@ -19,6 +19,7 @@ pub mod issuer;
 pub mod limits;
 pub mod login;
 pub mod policy;
+pub mod resume;
 pub mod server;
 
 use std::sync::Arc;
@@ -86,6 +87,8 @@ pub struct Edge {
     pub metadata: exchange::MetadataCache,
     /// Exchange codes already redeemed.
     pub redeemed: exchange::Redeemed,
+    /// Resumable streams, by stream id.
+    pub streams: Arc<resume::Streams>,
 }
 
 impl Edge {
@@ -109,6 +112,7 @@ impl Edge {
             activity: Arc::default(),
             metadata: exchange::MetadataCache::default(),
             redeemed: exchange::Redeemed::default(),
+            streams: Arc::default(),
         })
     }
 

@@ -208,6 +208,17 @@ async fn route(
             &ray,
         );
     };
+    let resume_header = req
+        .headers()
+        .get(protocol::RESUME)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(value) = resume_header.as_deref().filter(|v| *v != "1") {
+        return resume(
+            edge, app, &host, &identity, value, accept, &mut req, peer, &ray,
+        )
+        .await;
+    }
     let dest = match policy::upstream(app, req.headers()) {
         Ok(d) => d,
         Err(reason) => {
@@ -253,6 +264,18 @@ async fn route(
     crate::serve::abort(&origin);
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
     let tls = edge.tls.is_some();
+    // Resumable when the client asks (it speaks half-close too) and the app allows.
+    let window = app.resume_window;
+    let registered = (half_close && resume_header.as_deref() == Some("1") && !window.is_zero())
+        .then(|| edge.streams.register(&app.hostname, &identity))
+        .flatten();
+    let offer = registered.as_ref().map(|r| protocol::ResumeOffer {
+        id: r.id.clone(),
+        ticket: r.ticket.clone(),
+        window,
+        delivered: 0,
+    });
+    let streams = edge.streams.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Per stream at debug; `info` gets the summary per interval (edge::activity).
     debug!(%peer, %host, %identity, %dest, ray, "stream opened");
@@ -281,7 +304,15 @@ async fn route(
             ..Default::default()
         };
         let mut origin = origin;
-        let result = bridge::run(&mut origin, ws, opts).await;
+        let result = match registered {
+            None => bridge::run(&mut origin, ws, opts).await,
+            Some(r) => {
+                let id = r.id.clone();
+                let result = resumable(&mut origin, ws, opts, r, window, peer, &ray).await;
+                streams.remove(&id);
+                result
+            }
+        };
         if let Some(m) = &metrics {
             m.streams_open.with_label_values(&[&app_label]).dec();
             match &result {
@@ -318,6 +349,162 @@ async fn route(
         .header(protocol::CF_RAY, ray);
     if half_close {
         response = response.header(protocol::HALF_CLOSE, "1");
+    }
+    if let Some(v) = offer.and_then(|o| HeaderValue::from_str(&o.to_header()).ok()) {
+        response = response.header(protocol::RESUME, sensitive(v));
+    }
+    response.body(Body::default()).expect("valid response")
+}
+
+fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+/// What a resumable stream's task waits for next.
+enum Step {
+    /// The bridge ended (cleanly, by a failure of the origin, or of the WebSocket).
+    Ended(Result<bridge::Stats, bridge::BridgeError>),
+    /// The client resumed while the old WebSocket still ran.
+    Claim(super::resume::Claim),
+}
+
+/// Bridge a resumable stream: when its WebSocket breaks, keep `origin` and the
+/// session for `window`, waiting for the client to resume; take up each new
+/// WebSocket it brings. The stream's bytes are counted by its session.
+async fn resumable(
+    origin: &mut TcpStream,
+    ws: bridge::WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
+    opts: bridge::Options,
+    mut reg: super::resume::Registered,
+    window: Duration,
+    peer: SocketAddr,
+    ray: &str,
+) -> Result<bridge::Stats, bridge::BridgeError> {
+    let mut session = bridge::Session::new(bridge::resume::REPLAY_LIMIT);
+    let mut peer_has = 0;
+    let mut next = Some(ws);
+    let mut broken: Option<(bridge::BridgeError, tokio::time::Instant)> = None;
+    loop {
+        let claim = match next.take() {
+            Some(ws) => {
+                let step = {
+                    let run = bridge::run_resumable(origin, ws, opts, &mut session, peer_has);
+                    tokio::select! {
+                        r = run => Step::Ended(r),
+                        Some(c) = reg.claims.recv() => Step::Claim(c),
+                    }
+                };
+                match step {
+                    Step::Ended(Err(e)) if e.is_link_failure() => {
+                        info!(%peer, ray, "websocket broke: {e}; keeping the origin for {window:?} for a resume");
+                        broken = Some((e, tokio::time::Instant::now() + window));
+                        continue;
+                    }
+                    Step::Ended(result) => {
+                        return result.map(|_| session.stats());
+                    }
+                    Step::Claim(c) => c,
+                }
+            }
+            None => {
+                let (_, until) = broken.as_ref().expect("waiting only after a break");
+                match tokio::time::timeout_at(*until, reg.claims.recv()).await {
+                    Ok(Some(c)) => c,
+                    _ => {
+                        let (e, _) = broken.take().expect("checked above");
+                        info!(%peer, ray, "resume window of {window:?} passed");
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        info!(%peer, ray, "stream resumed by its client");
+        let _ = claim.reply.send(session.delivered());
+        peer_has = claim.peer_has;
+        match claim.upgrade.await {
+            Ok(u) => {
+                let ws = bridge::WebSocket::new(
+                    TokioIo::new(u),
+                    bridge::Role::Server,
+                    bridge::EDGE_MAX_FRAME,
+                );
+                next = Some(ws);
+            }
+            Err(e) => {
+                let until = tokio::time::Instant::now() + window;
+                broken = Some((bridge::BridgeError::Io(std::io::Error::other(e)), until));
+            }
+        }
+    }
+}
+
+/// Answer a resume request for `app`, already authenticated as `identity`: hand
+/// the new WebSocket to the stream's task and tell the client where to start.
+#[allow(clippy::too_many_arguments)]
+async fn resume(
+    edge: &Edge,
+    app: &super::config::App,
+    host: &str,
+    identity: &policy::Identity,
+    value: &str,
+    accept: String,
+    req: &mut Request<Incoming>,
+    peer: SocketAddr,
+    ray: &str,
+) -> Response<Body> {
+    let refuse = |status, why: &str| {
+        edge.activity.refused();
+        info!(%peer, %host, %identity, ray, "resume refused: {why}");
+        refusal(status, why, ray)
+    };
+    let Some(request) = protocol::ResumeRequest::parse(value) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed Tunnel-Resume header: expected \"1\" or \"<id> <ticket> <delivered>\"",
+        );
+    };
+    let (reply, delivered) = tokio::sync::oneshot::channel();
+    let claim = super::resume::Claim {
+        upgrade: hyper::upgrade::on(req),
+        peer_has: request.delivered,
+        reply,
+    };
+    let ticket =
+        match edge
+            .streams
+            .claim(&request.id, &request.ticket, &app.hostname, identity, claim)
+        {
+            Ok(t) => t,
+            Err(why) => {
+                let status = match why {
+                    super::resume::Refused::Mismatch => StatusCode::FORBIDDEN,
+                    _ => StatusCode::NOT_FOUND,
+                };
+                return refuse(status, why.reason());
+            }
+        };
+    let Ok(delivered) = delivered.await else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            super::resume::Refused::Unknown.reason(),
+        );
+    };
+    let offer = protocol::ResumeOffer {
+        id: request.id,
+        ticket,
+        window: app.resume_window,
+        delivered,
+    };
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .header(protocol::CF_RAY, ray)
+        .header(protocol::HALF_CLOSE, "1");
+    if let Ok(v) = HeaderValue::from_str(&offer.to_header()) {
+        response = response.header(protocol::RESUME, sensitive(v));
     }
     response.body(Body::default()).expect("valid response")
 }

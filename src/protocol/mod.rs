@@ -42,6 +42,100 @@ pub const AUTHORIZED_PATH: &str = "/cdn-cgi/access/authorized";
 /// after a close frame, so a close frame cannot express half-close). Stock peers
 /// ignore the header and never see the marker: they get standard close frames.
 pub const HALF_CLOSE: &str = "Tunnel-Half-Close";
+/// Capability and resume header (README: "Resumable streams"). Our client sends
+/// `Tunnel-Resume: 1` on a new stream; an edge that keeps streams for a resume
+/// window answers the `101` with `Tunnel-Resume: <id> <ticket> <window-secs> 0`.
+/// To resume, the client sends `Tunnel-Resume: <id> <ticket> <delivered>` (with its
+/// credentials, as on any dial) and the edge answers with a new ticket and its own
+/// delivered count. Stock peers ignore the header: nothing changes for them.
+pub const RESUME: &str = "Tunnel-Resume";
+
+/// What an edge answers on a resumable stream's `101`: the stream, a single-use
+/// ticket for its next resume, the window, and what the edge has delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeOffer {
+    /// The stream id (not secret).
+    pub id: String,
+    /// The ticket for the next resume, single use.
+    pub ticket: crate::secret::Secret,
+    /// How long the edge keeps the stream after its WebSocket breaks.
+    pub window: std::time::Duration,
+    /// Positions the edge delivered to the origin (0 on a new stream).
+    pub delivered: u64,
+}
+
+impl ResumeOffer {
+    /// The header value.
+    pub fn to_header(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.id,
+            self.ticket.expose(),
+            self.window.as_secs(),
+            self.delivered
+        )
+    }
+
+    /// Parse a header value; `None` if malformed.
+    pub fn parse(v: &str) -> Option<ResumeOffer> {
+        let mut it = v.split_ascii_whitespace();
+        let id = token(it.next()?)?;
+        let ticket = token(it.next()?)?;
+        let window = std::time::Duration::from_secs(it.next()?.parse().ok()?);
+        let delivered = it.next()?.parse().ok()?;
+        it.next().is_none().then(|| ResumeOffer {
+            id,
+            ticket: ticket.into(),
+            window,
+            delivered,
+        })
+    }
+}
+
+/// What a client sends to resume a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The stream id.
+    pub id: String,
+    /// The ticket from the last `101`.
+    pub ticket: crate::secret::Secret,
+    /// Positions the client delivered to its local socket.
+    pub delivered: u64,
+}
+
+impl ResumeRequest {
+    /// The header value.
+    pub fn to_header(&self) -> String {
+        format!("{} {} {}", self.id, self.ticket.expose(), self.delivered)
+    }
+
+    /// Parse a header value; `None` if malformed (or the capability `1`).
+    pub fn parse(v: &str) -> Option<ResumeRequest> {
+        let mut it = v.split_ascii_whitespace();
+        let id = token(it.next()?)?;
+        let ticket = token(it.next()?)?;
+        let delivered = it.next()?.parse().ok()?;
+        it.next().is_none().then(|| ResumeRequest {
+            id,
+            ticket: ticket.into(),
+            delivered,
+        })
+    }
+}
+
+/// A stream id or ticket: 1 to 128 hex digits.
+fn token(s: &str) -> Option<String> {
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| s.to_string())
+}
+
+/// `n` random bytes as lower-case hex (stream ids, resume tickets).
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    random_fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Response header our edge sets on a refusal, naming the reason in a few words
 /// (never a secret), so the client can tell the user what to fix.
 pub const REFUSAL: &str = "Tunnel-Refusal";
@@ -145,6 +239,27 @@ mod tests {
         for c in "0O1I".bytes() {
             assert!(!LOGIN_CODE_ALPHABET.contains(&c));
         }
+    }
+
+    #[test]
+    fn resume_headers_round_trip_and_refuse_junk() {
+        let offer = ResumeOffer {
+            id: random_hex(8),
+            ticket: random_hex(32).into(),
+            window: std::time::Duration::from_secs(300),
+            delivered: 7,
+        };
+        assert_eq!(ResumeOffer::parse(&offer.to_header()), Some(offer.clone()));
+        let req = ResumeRequest {
+            id: offer.id.clone(),
+            ticket: offer.ticket.clone(),
+            delivered: 9,
+        };
+        assert_eq!(ResumeRequest::parse(&req.to_header()), Some(req));
+        assert_eq!(ResumeRequest::parse("1"), None);
+        assert_eq!(ResumeRequest::parse("ab cd 1 2"), None);
+        assert_eq!(ResumeRequest::parse("ab zz 1"), None);
+        assert!(!format!("{offer:?}").contains(offer.ticket.expose()));
     }
 
     #[test]
