@@ -221,6 +221,7 @@ async fn listen_mode(
         shutdown,
         args.grace_period,
         keepalive(args),
+        None,
     )
     .await;
     Ok(())

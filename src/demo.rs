@@ -61,6 +61,7 @@ pub async fn run(
         announced,
         GRACE,
         crate::bridge::Keepalive::default(),
+        None,
     ));
 
     announce(console, edge_addr, origin_addr, local)?;

@@ -560,6 +560,7 @@ async fn start(
         stop.clone(),
         grace,
         keepalive,
+        Some(&tunnel.name),
     ));
     info!("tunnel {}", tunnel.plan_line());
     Ok(Running { tunnel, stop, task })

@@ -132,6 +132,30 @@ fn tunnels(edge: &Edge, names: &[(&str, &str)]) -> String {
     s
 }
 
+/// The address `tunnel up` serves tunnel `name` on: its latest "listening on" line
+/// (a changed tunnel logs a new one when it restarts).
+fn listening_for(p: &Proc, name: &str, nth: usize) -> SocketAddr {
+    let tag = format!(" (tunnel {name})");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = p.stderr();
+        let found: Vec<SocketAddr> = log
+            .lines()
+            .filter(|l| l.ends_with(&tag))
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect();
+        if let Some(addr) = found.get(nth) {
+            return *addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no listening line #{nth} for tunnel {name}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn refused(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(5)).is_err()
 }
@@ -151,8 +175,8 @@ fn reload_adds_removes_and_changes_tunnels_while_a_live_connection_flows() {
     );
     let env = [("UP_ID", "ci.access"), ("UP_SECRET", "s3cret")];
     let mut p = Proc::spawn(bin(), ["up", "--config", config.to_str().unwrap()], &env);
-    let keep = p.nth_listening(0);
-    let dropped = p.nth_listening(1);
+    let keep = listening_for(&p, "keep", 0);
+    let dropped = listening_for(&p, "drop", 0);
 
     // A live connection on the unchanged tunnel: half the data now, half after.
     let data: Vec<u8> = (0..4 * 1024 * 1024u32)
@@ -181,8 +205,8 @@ fn reload_adds_removes_and_changes_tunnels_while_a_live_connection_flows() {
         ),
     );
     p.wait_for("reloaded", Duration::from_secs(30));
-    let changed = p.nth_listening(3);
-    let added = p.nth_listening(4);
+    let changed = listening_for(&p, "change", 1);
+    let added = listening_for(&p, "new", 0);
     assert!(refused(dropped), "the dropped tunnel stopped accepting");
     assert_eq!(echo(changed, b"changed"), b"changed");
     assert_eq!(echo(added, b"added"), b"added");

@@ -114,16 +114,21 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>, ListenError> {
 
 /// Serve every listener until `shutdown`, then stop accepting and let live
 /// connections drain for at most `grace` (those still open then are reset).
-pub async fn serve(
+/// Each listener's "listening on" line is logged by this call, before the returned
+/// future first runs, so lines appear in the order listeners are started; `name`
+/// (a `tunnel up` entry) is added to them.
+pub fn serve(
     listeners: Vec<TcpListener>,
     target: Arc<Target>,
     shutdown: CancellationToken,
     grace: Duration,
     keepalive: Keepalive,
-) {
+    name: Option<&str>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let named = name.map(|n| format!(" (tunnel {n})")).unwrap_or_default();
     for listener in &listeners {
         if let Ok(addr) = listener.local_addr() {
-            info!("listening on {addr} for {}", target.url());
+            info!("listening on {addr} for {}{named}", target.url());
         }
     }
     // One shared value, so a connection's task holds a pointer, not copies.
@@ -132,7 +137,6 @@ pub async fn serve(
         let shared = shared.clone();
         async move { handle(socket, peer, &shared).await }
     })
-    .await;
 }
 
 /// What every connection of one listener uses.
