@@ -531,9 +531,9 @@ pub fn websocket_accept(headers: &HeaderMap) -> Option<String> {
 
 /// The URL of the login page for `host`, as Access shapes it.
 pub fn login_url(edge: &Edge, host: &str, aud: &str) -> String {
-    let scheme = if edge.tls.is_some() { "https" } else { "http" };
     format!(
-        "{scheme}://{}{}/{host}?kid={aud}&redirect_url=%2F",
+        "{}://{}{}/{host}?kid={aud}&redirect_url=%2F",
+        protocol::http_scheme(edge.tls.is_some()),
         edge.config.auth_domain,
         protocol::LOGIN_PATH
     )
