@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use super::buffer::ReadBuffer;
-use super::decode::{Event, Rx};
+use super::decode::{Decoder, Event};
 use super::{
     BridgeError, CLOSE_WAIT, IDLE_RELEASE, MAX_READ, Options, Session, Stats, WebSocket, keepalive,
 };
@@ -45,7 +45,6 @@ pub(super) struct Pump<'a, L, S> {
     pub(super) session: Option<&'a mut Session>,
     pub(super) io: S,
     role: Role,
-    max_frame: u64,
     /// See [`WebSocket::with_clean_eof`].
     clean_eof: bool,
     opts: Options,
@@ -62,10 +61,8 @@ pub(super) struct Pump<'a, L, S> {
     pong: Option<BytesMut>,
     // Down: WebSocket -> local.
     down: Down,
-    rx: Rx,
+    decoder: Decoder,
     rx_buf: ReadBuffer,
-    in_message: bool,
-    message_bytes: u64,
     /// Payload bytes being written to the local side.
     data: BytesMut,
     local_unflushed: bool,
@@ -105,7 +102,6 @@ where
             session,
             io: ws.io,
             role: ws.role,
-            max_frame: ws.max_frame,
             clean_eof: ws.clean_eof,
             opts,
             masks: MaskKeys::new(),
@@ -116,10 +112,8 @@ where
             io_unflushed: false,
             pong: None,
             down: Down::Open,
-            rx: Rx::Header,
+            decoder: Decoder::new(ws.role, ws.max_frame),
             rx_buf: ReadBuffer::new(0, ws.buffered),
-            in_message: false,
-            message_bytes: 0,
             data: BytesMut::new(),
             local_unflushed: false,
             after_eof: false,

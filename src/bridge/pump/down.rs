@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::{Down, Pump};
-use crate::bridge::decode::{Event, Rx};
+use crate::bridge::decode::Event;
 use crate::bridge::{BridgeError, gone, sendable_close_code};
-use crate::frame::{self, OpCode};
+use crate::frame::OpCode;
 
 impl<'a, L, S> Pump<'a, L, S>
 where
@@ -22,78 +22,8 @@ where
     /// The next thing the peer sent: parse what is buffered, read more if needed.
     pub(super) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, BridgeError>> {
         loop {
-            match self.rx {
-                Rx::Payload {
-                    left,
-                    mask,
-                    offset,
-                    fin,
-                } if !self.rx_buf.buf.is_empty() => {
-                    let k = left.min(self.rx_buf.buf.len() as u64) as usize;
-                    let mut piece = self.rx_buf.buf.split_to(k);
-                    if let Some(key) = mask {
-                        frame::apply_mask(&mut piece, key, offset);
-                    }
-                    self.message_bytes += k as u64;
-                    self.rx = if left == k as u64 {
-                        if fin {
-                            self.in_message = false;
-                            self.message_bytes = 0;
-                        }
-                        Rx::Header
-                    } else {
-                        Rx::Payload {
-                            left: left - k as u64,
-                            mask,
-                            offset: offset + k,
-                            fin,
-                        }
-                    };
-                    return Poll::Ready(Ok(Event::Data(piece)));
-                }
-                Rx::Payload { .. } => {}
-                Rx::Header => {
-                    if let Some((h, n)) =
-                        frame::parse_header(&self.rx_buf.buf, self.role, self.max_frame)?
-                    {
-                        if h.opcode.is_control() {
-                            let total = n + h.len as usize;
-                            if self.rx_buf.buf.len() >= total {
-                                self.rx_buf.buf.advance(n);
-                                let mut payload = self.rx_buf.buf.split_to(h.len as usize);
-                                if let Some(key) = h.mask {
-                                    frame::apply_mask(&mut payload, key, 0);
-                                }
-                                return Poll::Ready(Ok(Event::Control(h.opcode, payload)));
-                            }
-                        } else {
-                            match (h.opcode, self.in_message) {
-                                (OpCode::Text, _) => {
-                                    return Poll::Ready(Err(BridgeError::TextFrame));
-                                }
-                                (OpCode::Binary, false) | (OpCode::Continue, true) => {}
-                                _ => return Poll::Ready(Err(BridgeError::Fragmentation)),
-                            }
-                            self.rx_buf.buf.advance(n);
-                            self.in_message = !h.fin;
-                            if h.len > 0 {
-                                self.rx = Rx::Payload {
-                                    left: h.len,
-                                    mask: h.mask,
-                                    offset: 0,
-                                    fin: h.fin,
-                                };
-                            } else if h.fin {
-                                let empty = self.message_bytes == 0;
-                                self.message_bytes = 0;
-                                if empty {
-                                    return Poll::Ready(Ok(Event::EmptyMessage));
-                                }
-                            }
-                            continue;
-                        }
-                    }
-                }
+            if let Some(event) = self.decoder.decode(&mut self.rx_buf.buf)? {
+                return Poll::Ready(Ok(event));
             }
             // Need more bytes.
             let woke = self.rx_buf.idle;
@@ -243,17 +173,11 @@ where
             // A resumable stream's WebSocket that ends before the stream is complete
             // was cut, whatever state it was in.
             Event::Eof if self.session.as_ref().is_some_and(|s| !s.complete()) => {
-                return Err(BridgeError::Truncated(matches!(
-                    self.rx,
-                    Rx::Payload { .. }
-                )));
+                return Err(BridgeError::Truncated(self.decoder.mid_frame()));
             }
             // Cut off before its EOF signal: say so, never a clean end.
             Event::Eof if self.down == Down::Open && !self.clean_end() => {
-                return Err(BridgeError::Truncated(matches!(
-                    self.rx,
-                    Rx::Payload { .. }
-                )));
+                return Err(BridgeError::Truncated(self.decoder.mid_frame()));
             }
             // Its data is complete; there is nobody left to reply to.
             Event::Eof => {
@@ -269,9 +193,6 @@ where
 
     /// The stream ended by an authenticated close between two messages.
     fn clean_end(&self) -> bool {
-        self.clean_eof
-            && matches!(self.rx, Rx::Header)
-            && !self.in_message
-            && self.rx_buf.buf.is_empty()
+        self.clean_eof && self.decoder.at_boundary() && self.rx_buf.buf.is_empty()
     }
 }
