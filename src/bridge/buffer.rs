@@ -82,14 +82,13 @@ impl ReadBuffer {
     }
 
     /// Give the allocation back if it holds no unconsumed bytes (at most the empty
-    /// header room); it comes back small when bytes arrive. Whether it was released.
-    pub(super) fn release(&mut self) -> bool {
+    /// header room); it comes back small when bytes arrive.
+    pub(super) fn release(&mut self) {
         if self.idle || self.buf.len() > self.room {
-            return false;
+            return;
         }
         self.buf = BytesMut::new();
         self.idle = true;
         self.size = MIN_READ;
-        true
     }
 }
