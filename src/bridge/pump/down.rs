@@ -92,26 +92,40 @@ where
             }
         }
         if self.down == Down::Closing {
-            match Pin::new(&mut self.local).poll_shutdown(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.down = Down::Done;
-                    progress = true;
-                }
-                // The local peer is already gone: nothing left to tell it.
-                Poll::Ready(Err(e))
-                    if e.kind() == io::ErrorKind::NotConnected || (self.local_eof && gone(&e)) =>
-                {
-                    self.down = Down::Done;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
-                Poll::Pending => {}
-            }
+            progress |= self.poll_local_shutdown(cx)?;
         }
-        // After the peer's EOF marker its stream still carries control frames: answer
-        // its pings and see its pongs, so that a long upload after a half-close is
-        // not taken for a dead peer (nor we for one by the peer). Anything else ends
-        // this listening, and the stream goes on as if nothing had been read.
+        progress |= self.poll_after_eof(cx)?;
+        Ok(progress)
+    }
+
+    /// The peer's stream ended: shut the local write side down. Whether it was.
+    fn poll_local_shutdown(&mut self, cx: &mut Context<'_>) -> Result<bool, BridgeError> {
+        let mut progress = false;
+        match Pin::new(&mut self.local).poll_shutdown(cx) {
+            Poll::Ready(Ok(())) => {
+                self.down = Down::Done;
+                progress = true;
+            }
+            // The local peer is already gone: nothing left to tell it.
+            Poll::Ready(Err(e))
+                if e.kind() == io::ErrorKind::NotConnected || (self.local_eof && gone(&e)) =>
+            {
+                self.down = Down::Done;
+                progress = true;
+            }
+            Poll::Ready(Err(e)) => return Err(BridgeError::LocalWrite(e)),
+            Poll::Pending => {}
+        }
+        Ok(progress)
+    }
+
+    /// After the peer's EOF marker its stream still carries control frames: answer
+    /// its pings and see its pongs, so that a long upload after a half-close is
+    /// not taken for a dead peer (nor we for one by the peer). Anything else ends
+    /// this listening, and the stream goes on as if nothing had been read. Whether
+    /// anything happened.
+    fn poll_after_eof(&mut self, cx: &mut Context<'_>) -> Result<bool, BridgeError> {
+        let mut progress = false;
         while self.down == Down::Done && self.after_eof && self.closing_since.is_none() {
             match self.poll_event(cx) {
                 Poll::Ready(Ok(Event::Control(OpCode::Ping, payload))) => {
@@ -141,6 +155,7 @@ where
         Ok(progress)
     }
 
+    /// Take one event of the peer's stream while it is open.
     fn on_event(&mut self, event: Event) -> Result<(), BridgeError> {
         match event {
             Event::Data(piece) => {

@@ -87,43 +87,11 @@ where
                 break;
             }
             let woke = self.up_buf.idle;
-            match self.up_buf.poll_fill(&mut self.local, cx) {
-                Poll::Ready(Ok(0)) => {
-                    self.up_buf.buf.clear();
-                    self.up = Up::Eof;
-                    self.local_eof = true;
-                    if let Some(s) = self.session.as_deref_mut() {
-                        s.on_local_eof();
-                    }
-                    progress = true;
-                }
-                Poll::Ready(Ok(n)) => {
-                    progress = true;
-                    if woke {
-                        self.arm_release();
-                    }
-                    if let Some(s) = self.session.as_deref_mut() {
-                        s.on_read(&self.up_buf.buf[MAX_HEADER..MAX_HEADER + n]);
-                    }
-                    self.stats.up += n as u64;
-                    self.last_data = Instant::now();
-                    self.out = self.frame_up(n);
-                }
-                Poll::Ready(Err(e)) if self.down == Down::Done && gone(&e) => {
-                    // Both ends of the peer's stream are through (we delivered all of
-                    // it and our EOF): a local side that resets now has finished, as
-                    // PostgreSQL does after `Terminate`. Its end is a clean one.
-                    self.up_buf.buf.clear();
-                    self.up = Up::Eof;
-                    self.local_eof = true;
-                    if let Some(s) = self.session.as_deref_mut() {
-                        s.on_local_eof();
-                    }
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Err(BridgeError::LocalRead(e)),
-                Poll::Pending => break,
-            }
+            let Poll::Ready(read) = self.up_buf.poll_fill(&mut self.local, cx) else {
+                break;
+            };
+            self.on_local_read(read, woke)?;
+            progress = true;
         }
         // Flush only when there is nothing more to write right now.
         if self.io_unflushed && self.out.is_empty() {
@@ -134,6 +102,43 @@ where
             }
         }
         Ok(progress)
+    }
+
+    /// A local read finished (`woke`: into a newly allocated buffer): frame what
+    /// it brought, or take its end.
+    fn on_local_read(&mut self, read: io::Result<usize>, woke: bool) -> Result<(), BridgeError> {
+        match read {
+            Ok(0) => self.on_local_eof(),
+            Ok(n) => {
+                if woke {
+                    self.arm_release();
+                }
+                if let Some(s) = self.session.as_deref_mut() {
+                    s.on_read(&self.up_buf.buf[MAX_HEADER..MAX_HEADER + n]);
+                }
+                self.stats.up += n as u64;
+                self.last_data = Instant::now();
+                self.out = self.frame_up(n);
+            }
+            Err(e) if self.down == Down::Done && gone(&e) => {
+                // Both ends of the peer's stream are through (we delivered all of
+                // it and our EOF): a local side that resets now has finished, as
+                // PostgreSQL does after `Terminate`. Its end is a clean one.
+                self.on_local_eof();
+            }
+            Err(e) => return Err(BridgeError::LocalRead(e)),
+        }
+        Ok(())
+    }
+
+    /// The local side ended its stream: our EOF signal is to be queued.
+    fn on_local_eof(&mut self) {
+        self.up_buf.buf.clear();
+        self.up = Up::Eof;
+        self.local_eof = true;
+        if let Some(s) = self.session.as_deref_mut() {
+            s.on_local_eof();
+        }
     }
 
     /// Turn the `n` bytes read behind the header room into one binary frame, in
