@@ -8,7 +8,7 @@
 //! copied on our side:
 //!
 //! - **up** (local -> WebSocket): read straight into a reusable buffer behind
-//!   [`MAX_HEADER`] bytes of room, write the frame header into that room, mask in
+//!   [`MAX_HEADER`](crate::frame::MAX_HEADER) bytes of room, write the frame header into that room, mask in
 //!   place (clients), and hand header and payload to the socket in one write. Read
 //!   again only once the socket has taken the whole frame.
 //! - **down** (WebSocket -> local): read into a reusable buffer, parse a header, and
@@ -54,6 +54,11 @@
 //! buffer in a [`Session`] owned by the caller, acknowledges what it delivered with
 //! 8-byte pongs, and returns with the local side intact when the WebSocket fails;
 //! the caller brings a new WebSocket and calls it again. [`run`] carries none of it.
+//!
+//! **Layout.** `buffer.rs`: the read buffers. `decode.rs`: the incoming frame
+//! decoder, sans IO (bytes in, events out). `pump.rs`: one connection's state, the
+//! close handshake and the timer; `pump/up.rs` and `pump/down.rs`: one direction
+//! each. `keepalive.rs`: liveness. `resume.rs`: offsets and replay buffer.
 
 use std::future::poll_fn;
 use std::io;
