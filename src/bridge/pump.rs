@@ -39,6 +39,40 @@ pub(super) enum Down {
     Done,
 }
 
+/// Our side of the close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OurClose {
+    /// We have not closed.
+    Unsent,
+    /// Our close frame is queued (or there is nobody left to send it to); the
+    /// wait for the peer's reply is not armed yet.
+    Queued,
+    /// Our close frame was queued: the peer's reply is awaited until this instant.
+    Awaiting(Instant),
+}
+
+impl OurClose {
+    /// Whether we queued a close frame (or need none).
+    fn sent(self) -> bool {
+        self != OurClose::Unsent
+    }
+
+    /// Until when the peer's reply to our close is awaited, once armed.
+    fn reply_by(self) -> Option<Instant> {
+        match self {
+            OurClose::Awaiting(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// We queued a close frame (or need none).
+    fn queue(&mut self) {
+        if *self == OurClose::Unsent {
+            *self = OurClose::Queued;
+        }
+    }
+}
+
 pub(super) struct Pump<'a, L, S> {
     local: L,
     /// Offsets and replay buffer of a resumable stream.
@@ -73,12 +107,10 @@ pub(super) struct Pump<'a, L, S> {
     peer_closed: bool,
     /// The status code of the peer's close frame, echoed in our reply.
     close_code: Option<[u8; 2]>,
-    /// We queued a close frame.
-    close_sent: bool,
+    /// Our close frame: not sent, queued, or awaiting the peer's reply.
+    close: OurClose,
     /// Both directions ended; waiting for the close handshake since this instant.
     closing_since: Option<Instant>,
-    /// We sent a close frame: the peer's reply is awaited until this instant.
-    close_deadline: Option<Instant>,
     keepalive: keepalive::Keepalive,
     last_data: Instant,
     timer: Pin<Box<Sleep>>,
@@ -119,9 +151,8 @@ where
             after_eof: false,
             peer_closed: false,
             close_code: None,
-            close_sent: false,
+            close: OurClose::Unsent,
             closing_since: None,
-            close_deadline: None,
             keepalive: keepalive::Keepalive::new(now),
             last_data: now,
             timer: Box::pin(tokio::time::sleep_until(now + opts.keepalive.interval)),
@@ -142,9 +173,9 @@ where
             if self.closing_since.is_some() {
                 return self.poll_close(cx);
             }
-            if self.close_sent && self.close_deadline.is_none() {
+            if self.close == OurClose::Queued {
                 let deadline = Instant::now() + CLOSE_WAIT;
-                self.close_deadline = Some(deadline);
+                self.close = OurClose::Awaiting(deadline);
                 if deadline < self.timer.deadline() {
                     self.timer.as_mut().reset(deadline);
                 }
@@ -218,7 +249,7 @@ where
 
     /// Our close frame: the peer's status code echoed, or none.
     fn close_frame(&mut self) -> BytesMut {
-        self.close_sent = true;
+        self.close.queue();
         let code = self.close_code;
         self.control(OpCode::Close, code.as_ref().map_or(&[][..], |c| &c[..]))
     }
@@ -233,7 +264,7 @@ where
         }
         self.timer.as_mut().reset(deadline);
         let _ = self.timer.as_mut().poll(cx);
-        if !self.close_sent {
+        if !self.close.sent() {
             let mut close = self.take_ack(true).unwrap_or_default();
             close.unsplit(self.close_frame());
             if self.out.is_empty() {
@@ -307,7 +338,7 @@ where
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let now = Instant::now();
-            if self.close_deadline.is_some_and(|d| now >= d) {
+            if self.close.reply_by().is_some_and(|d| now >= d) {
                 return Poll::Ready(Ok(true));
             }
             let holding = self.holding_peer_data();
@@ -333,7 +364,7 @@ where
             if one_way {
                 next = next.min(self.last_data + self.opts.half_open_idle);
             }
-            if let Some(d) = self.close_deadline {
+            if let Some(d) = self.close.reply_by() {
                 next = next.min(d);
             }
             // Every deadline above is in the future by now; the floor only guards

@@ -197,7 +197,7 @@ where
             // Its data is complete; there is nobody left to reply to.
             Event::Eof => {
                 self.peer_closed = true;
-                self.close_sent = true;
+                self.close.queue();
                 if self.down == Down::Open {
                     self.down = Down::Closing;
                 }

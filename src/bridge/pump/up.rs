@@ -46,7 +46,7 @@ where
                     Poll::Pending => break,
                 }
             }
-            if self.close_sent {
+            if self.close.sent() {
                 self.up = Up::Done;
                 break;
             }
