@@ -290,7 +290,6 @@ async fn large_transfer_keeps_order_under_backpressure() {
     s.await.unwrap().unwrap();
 }
 
-#[cfg(test)]
 mod resume {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
@@ -307,15 +306,9 @@ mod resume {
         (local, session, r)
     }
 
-    /// Two resumable pumps whose WebSocket is cut mid-transfer (a relay between them
-    /// is dropped) and joined again by a new one: both directions arrive whole.
-    #[tokio::test]
-    async fn a_cut_websocket_is_resumed_and_no_byte_is_lost_or_repeated() {
-        let (local_c, app) = duplex(64 * 1024);
-        let (local_s, mut origin) = duplex(64 * 1024);
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
-        let sent = data.clone();
-        let app_task = tokio::spawn(async move {
+    /// The application: writes `sent` and its EOF, and reads the echo to its end.
+    fn app_round_trip(app: DuplexStream, sent: Vec<u8>) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(app);
             let writer = async {
                 w.write_all(&sent).await.unwrap();
@@ -326,8 +319,12 @@ mod resume {
             let (_, got) = tokio::join!(writer, reader);
             got.unwrap();
             back
-        });
-        let origin_task = tokio::spawn(async move {
+        })
+    }
+
+    /// An echoing origin: returns what it received.
+    fn echo_origin(mut origin: DuplexStream) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
             let mut got = Vec::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -340,17 +337,22 @@ mod resume {
             }
             origin.shutdown().await.unwrap();
             got
-        });
-        // First WebSocket: through a relay that is cut once 1 MiB went up.
-        let (c_io, relay_c) = duplex(16 * 1024);
-        let (s_io, relay_s) = duplex(16 * 1024);
-        let relay = tokio::spawn(async move {
+        })
+    }
+
+    /// A relay between two WebSocket ends that is cut once `limit` bytes went up.
+    fn cutting_relay(
+        relay_c: DuplexStream,
+        relay_s: DuplexStream,
+        limit: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
             let (mut cr, mut cw) = tokio::io::split(relay_c);
             let (mut sr, mut sw) = tokio::io::split(relay_s);
             let up = async {
                 let mut buf = vec![0u8; 16 * 1024];
                 let mut passed = 0;
-                while passed < 1 << 20 {
+                while passed < limit {
                     let n = cr.read(&mut buf).await?;
                     if n == 0 {
                         break;
@@ -365,7 +367,22 @@ mod resume {
                 _ = up => {}
                 _ = down => {}
             }
-        });
+        })
+    }
+
+    /// Two resumable pumps whose WebSocket is cut mid-transfer (a relay between them
+    /// is dropped) and joined again by a new one: both directions arrive whole.
+    #[tokio::test]
+    async fn a_cut_websocket_is_resumed_and_no_byte_is_lost_or_repeated() {
+        let (local_c, app) = duplex(64 * 1024);
+        let (local_s, origin) = duplex(64 * 1024);
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        let app_task = app_round_trip(app, data.clone());
+        let origin_task = echo_origin(origin);
+        // First WebSocket: through a relay that is cut once 1 MiB went up.
+        let (c_io, relay_c) = duplex(16 * 1024);
+        let (s_io, relay_s) = duplex(16 * 1024);
+        let relay = cutting_relay(relay_c, relay_s, 1 << 20);
         let c = tokio::spawn(side(
             local_c,
             WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
