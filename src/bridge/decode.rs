@@ -27,7 +27,7 @@ enum Rx {
 
 /// What the incoming side produced.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Event {
+pub enum Event {
     /// Payload bytes of a binary message, unmasked.
     Data(BytesMut),
     /// A binary message with no bytes at all: the peer's half-close marker.
@@ -40,7 +40,7 @@ pub(super) enum Event {
 
 /// The incoming frame parser of one WebSocket, as `role`.
 #[derive(Debug)]
-pub(super) struct Decoder {
+pub struct Decoder {
     role: Role,
     max_frame: u64,
     rx: Rx,
@@ -50,7 +50,7 @@ pub(super) struct Decoder {
 
 impl Decoder {
     /// A decoder at a message boundary; frames larger than `max_frame` are refused.
-    pub(super) fn new(role: Role, max_frame: u64) -> Self {
+    pub fn new(role: Role, max_frame: u64) -> Self {
         Decoder {
             role,
             max_frame,
@@ -63,7 +63,7 @@ impl Decoder {
     /// The next event from the front of `buf`, consuming the bytes it used;
     /// `Ok(None)` when `buf` holds no complete event (read more, call again).
     #[inline]
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, BridgeError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, BridgeError> {
         loop {
             match self.rx {
                 Rx::Payload {

@@ -68,7 +68,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 mod buffer;
-mod decode;
+pub(crate) mod decode;
 mod keepalive;
 mod pump;
 pub mod resume;
