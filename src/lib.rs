@@ -64,6 +64,7 @@ pub(crate) mod up;
 pub mod fuzz_api {
     /// The data path, as the frame target drives it.
     pub mod bridge {
+        pub use crate::bridge::decode::{Decoder, Event};
         pub use crate::bridge::{
             BridgeError, CLIENT_MAX_FRAME, EDGE_MAX_FRAME, Options, Role, Stats, WebSocket, run,
         };

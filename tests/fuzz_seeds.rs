@@ -71,12 +71,18 @@ fn frame_header() {
     replay("frame_header", harness::frame_header);
 }
 
+#[test]
+fn frame_decoder() {
+    replay("frame_decoder", harness::frame_decoder);
+}
+
 /// The replays above, by name: a new fuzz target without one fails here.
 const REPLAYED: &[&str] = &[
     "client_response",
     "edge_config",
     "edge_request",
     "frame",
+    "frame_decoder",
     "frame_header",
     "hostname",
     "jwt",

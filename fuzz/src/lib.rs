@@ -19,7 +19,9 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
-use tunnel::fuzz_api::bridge::{self, BridgeError, Options, Role, Stats, WebSocket};
+use tunnel::fuzz_api::bridge::{
+    self, BridgeError, Decoder, Event, Options, Role, Stats, WebSocket,
+};
 use tunnel::fuzz_api::target::{self, AppUrl, Credentials, Target};
 use tunnel::fuzz_api::{Config, Issuer, Secret, dial, frame as codec, policy, server};
 use tunnel::{exit, protocol};
@@ -295,6 +297,63 @@ fn ref_breaks_rfc(header: &[u8], us: Role, max: u64) -> bool {
         || (b1 & 0x80 != 0) != (us == Role::Server)
         || (control && b0 & 0x80 == 0)
         || ref_len(header).is_some_and(|len| len > max || (control && len > 125))
+}
+
+/// `data` (after a first byte that picks a read size) as a peer's byte stream
+/// through the bridge's sans-IO frame decoder alone, as each end: the events and
+/// the error, if any, must not depend on how reads split the stream, the decoder
+/// never ends the stream itself, and what it hands out never exceeds what came in.
+pub fn frame_decoder(data: &[u8]) {
+    let Some((&pick, stream)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(pick % 17) + 1;
+    for us in [Role::Server, Role::Client] {
+        let whole = decode_in_reads(stream, us, stream.len().max(1));
+        let pieces = decode_in_reads(stream, us, step);
+        assert_eq!(
+            whole, pieces,
+            "{us:?}: reads of {step} bytes decode otherwise"
+        );
+    }
+}
+
+/// What the decoder made of `stream` arriving `step` bytes per read: its events
+/// (adjacent payload pieces joined), the error that stopped it, and how many
+/// bytes it consumed.
+fn decode_in_reads(stream: &[u8], us: Role, step: usize) -> (Vec<Event>, Option<String>, usize) {
+    let mut decoder = Decoder::new(us, bridge::EDGE_MAX_FRAME);
+    let mut buf = BytesMut::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut fed = 0;
+    let mut handed_out = 0;
+    for chunk in stream.chunks(step) {
+        buf.extend_from_slice(chunk);
+        fed += chunk.len();
+        loop {
+            let event = match decoder.decode(&mut buf) {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => return (events, Some(e.to_string()), fed - buf.len()),
+            };
+            match (&event, events.last_mut()) {
+                (Event::Data(piece), Some(Event::Data(joined))) => {
+                    handed_out += piece.len();
+                    joined.extend_from_slice(piece);
+                    continue;
+                }
+                (Event::Data(b) | Event::Control(_, b), _) => handed_out += b.len(),
+                (Event::Eof, _) => panic!("{us:?}: the decoder ended the stream"),
+                (Event::EmptyMessage, _) => {}
+            }
+            events.push(event);
+        }
+        assert!(
+            handed_out + buf.len() <= fed,
+            "{us:?}: {handed_out} bytes handed out of {fed}"
+        );
+    }
+    (events, None, fed - buf.len())
 }
 
 /// `data` as the byte stream a WebSocket peer sends, pumped by [`bridge::run`] as
