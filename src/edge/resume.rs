@@ -4,16 +4,27 @@
 //! resume request that proves the same identity and presents the ticket claims the
 //! stream: its task drops the old WebSocket (broken, or not yet noticed to be) and
 //! takes up the new one. The table is bounded: beyond [`MAX_STREAMS`] new streams
-//! are simply not offered resumption.
+//! are simply not offered resumption. Here too: a resumable stream's task ([`run`])
+//! and the answer to a resume request ([`resume`]); `server` routes to both.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use subtle::ConstantTimeEq;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tracing::info;
 
-use super::policy::Identity;
-use crate::protocol::random_hex;
+use super::Edge;
+use super::policy::{self, Identity};
+use super::server::{Body, refusal, switching_protocols};
+use crate::bridge;
+use crate::protocol::{self, random_hex};
 use crate::secret::Secret;
 
 /// Most resumable streams one edge process holds (live or waiting for their
@@ -83,6 +94,18 @@ pub struct Registered {
     pub claims: mpsc::Receiver<Claim>,
 }
 
+impl Registered {
+    /// What the `101` of the stream's first WebSocket offers its client.
+    pub fn offer(&self, window: std::time::Duration) -> crate::protocol::ResumeOffer {
+        crate::protocol::ResumeOffer {
+            id: self.id.clone(),
+            ticket: self.ticket.clone(),
+            window,
+            delivered: 0,
+        }
+    }
+}
+
 impl Streams {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A panic elsewhere cannot leave the map half-updated: every change is one call.
@@ -147,6 +170,141 @@ impl Streams {
         entry.ticket = Secret::new(random_hex(TICKET_BYTES));
         Ok(entry.ticket.clone())
     }
+}
+
+/// What a resumable stream's task waits for next.
+enum Step {
+    /// The bridge ended (cleanly, by a failure of the origin, or of the WebSocket).
+    Ended(Result<bridge::Stats, bridge::BridgeError>),
+    /// The client resumed while the old WebSocket still ran.
+    Claim(Claim),
+}
+
+/// Bridge a resumable stream: when its WebSocket breaks, keep `origin` and the
+/// session for `window`, waiting for the client to resume; take up each new
+/// WebSocket it brings. The stream's bytes are counted by its session.
+pub(super) async fn run(
+    origin: &mut TcpStream,
+    ws: bridge::WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
+    opts: bridge::Options,
+    mut reg: Registered,
+    window: Duration,
+    peer: SocketAddr,
+    ray: &str,
+) -> Result<bridge::Stats, bridge::BridgeError> {
+    let mut session = bridge::Session::new(bridge::resume::REPLAY_LIMIT);
+    let mut peer_has = 0;
+    let mut next = Some(ws);
+    let mut broken: Option<(bridge::BridgeError, tokio::time::Instant)> = None;
+    loop {
+        let claim = match next.take() {
+            Some(ws) => {
+                let step = {
+                    let run = bridge::run_resumable(origin, ws, opts, &mut session, peer_has);
+                    tokio::select! {
+                        r = run => Step::Ended(r),
+                        Some(c) = reg.claims.recv() => Step::Claim(c),
+                    }
+                };
+                match step {
+                    Step::Ended(Err(e)) if e.is_link_failure() => {
+                        info!(%peer, ray, "websocket broke: {e}; keeping the origin for {window:?} for a resume");
+                        broken = Some((e, tokio::time::Instant::now() + window));
+                        continue;
+                    }
+                    Step::Ended(result) => {
+                        return result.map(|_| session.stats());
+                    }
+                    Step::Claim(c) => c,
+                }
+            }
+            None => {
+                let (_, until) = broken.as_ref().expect("waiting only after a break");
+                match tokio::time::timeout_at(*until, reg.claims.recv()).await {
+                    Ok(Some(c)) => c,
+                    _ => {
+                        let (e, _) = broken.take().expect("checked above");
+                        info!(%peer, ray, "resume window of {window:?} passed");
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        info!(%peer, ray, "stream resumed by its client");
+        let _ = claim.reply.send(session.delivered());
+        peer_has = claim.peer_has;
+        match claim.upgrade.await {
+            Ok(u) => {
+                let ws = bridge::WebSocket::new(
+                    TokioIo::new(u),
+                    bridge::Role::Server,
+                    bridge::EDGE_MAX_FRAME,
+                );
+                next = Some(ws);
+            }
+            Err(e) => {
+                let until = tokio::time::Instant::now() + window;
+                broken = Some((bridge::BridgeError::Io(std::io::Error::other(e)), until));
+            }
+        }
+    }
+}
+
+/// Answer a resume request for `app`, already authenticated as `identity`: hand
+/// the new WebSocket to the stream's task and tell the client where to start.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn resume(
+    edge: &Edge,
+    app: &super::config::App,
+    host: &str,
+    identity: &policy::Identity,
+    value: &str,
+    accept: String,
+    req: &mut Request<Incoming>,
+    peer: SocketAddr,
+    ray: &str,
+) -> Response<Body> {
+    let refuse = |status, why: &str| {
+        edge.activity.refused();
+        info!(%peer, %host, %identity, ray, "resume refused: {why}");
+        refusal(status, why, ray)
+    };
+    let Some(request) = protocol::ResumeRequest::parse(value) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed Tunnel-Resume header: expected \"1\" or \"<id> <ticket> <delivered>\"",
+        );
+    };
+    let (reply, delivered) = tokio::sync::oneshot::channel();
+    let claim = Claim {
+        upgrade: hyper::upgrade::on(req),
+        peer_has: request.delivered,
+        reply,
+    };
+    let ticket =
+        match edge
+            .streams
+            .claim(&request.id, &request.ticket, &app.hostname, identity, claim)
+        {
+            Ok(t) => t,
+            Err(why) => {
+                let status = match why {
+                    Refused::Mismatch => StatusCode::FORBIDDEN,
+                    _ => StatusCode::NOT_FOUND,
+                };
+                return refuse(status, why.reason());
+            }
+        };
+    let Ok(delivered) = delivered.await else {
+        return refuse(StatusCode::NOT_FOUND, Refused::Unknown.reason());
+    };
+    let offer = protocol::ResumeOffer {
+        id: request.id,
+        ticket,
+        window: app.resume_window,
+        delivered,
+    };
+    switching_protocols(accept, ray, true, Some(&offer))
 }
 
 #[cfg(test)]

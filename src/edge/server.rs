@@ -28,7 +28,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limit for connecting to an origin.
 pub const ORIGIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Body = Full<Bytes>;
+/// The body of every response the edge makes.
+pub(super) type Body = Full<Bytes>;
 
 /// Serve one accepted TCP connection: TLS (when configured) under a timeout, then
 /// HTTP/1.1 with upgrades. Upgraded streams are spawned into `tracker`.
@@ -111,7 +112,7 @@ async fn http<I>(
 
 async fn route(
     edge: &Edge,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: SocketAddr,
     tracker: &TaskTracker,
 ) -> Response<Body> {
@@ -180,32 +181,62 @@ async fn route(
         let query = req.uri().query().unwrap_or("").to_string();
         return super::exchange::authorized(edge, app, &host, &query);
     }
-    let decision = policy::authorize(&edge.config, &edge.issuer, app, req.headers());
-    let identity = match decision {
-        Decision::Allow(identity) => identity,
+    tunnel(edge, app, &host, req, peer, tracker, &ray).await
+}
+
+/// A request for `app`'s tunnel: the identity its credentials prove (or the login
+/// redirect or refusal to answer with).
+fn authorize(
+    edge: &Edge,
+    app: &super::config::App,
+    host: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    ray: &str,
+) -> Result<policy::Identity, Box<Response<Body>>> {
+    match policy::authorize(&edge.config, &edge.issuer, app, headers) {
+        Decision::Allow(identity) => Ok(identity),
         Decision::Login(reason) => {
             edge.activity.refused();
             info!(%peer, %host, ray, "login required: {reason}");
-            let mut r = login_redirect(edge, &host, &app.aud, &reason, &ray);
-            if websocket_accept(req.headers()).is_none() {
+            let mut r = login_redirect(edge, host, &app.aud, &reason, ray);
+            if websocket_accept(headers).is_none() {
                 // A browser-style request starts the org-token exchange.
                 if let Ok(v) = HeaderValue::from_str(&super::exchange::app_session_cookie(edge)) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
             }
-            return r;
+            Err(Box::new(r))
         }
         Decision::Forbidden(reason) => {
             edge.activity.refused();
             info!(%peer, %host, ray, "forbidden: {reason}");
-            return refusal(StatusCode::FORBIDDEN, &reason, &ray);
+            Err(Box::new(refusal(StatusCode::FORBIDDEN, &reason, ray)))
         }
+    }
+}
+
+/// An authorised WebSocket upgrade for `app`: resume a stream, or connect its
+/// origin (before answering, so a dead origin is a clear refusal) and bridge a new
+/// one in `tracker`.
+async fn tunnel(
+    edge: &Edge,
+    app: &super::config::App,
+    host: &str,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tracker: &TaskTracker,
+    ray: &str,
+) -> Response<Body> {
+    let identity = match authorize(edge, app, host, req.headers(), peer, ray) {
+        Ok(identity) => identity,
+        Err(response) => return *response,
     };
     let Some(accept) = websocket_accept(req.headers()) else {
         return refusal(
             StatusCode::BAD_REQUEST,
             "this app carries TCP over WebSocket: use `tunnel tcp` or `cloudflared access tcp`",
-            &ray,
+            ray,
         );
     };
     let resume_header = req
@@ -214,8 +245,8 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(value) = resume_header.as_deref().filter(|v| *v != "1") {
-        return resume(
-            edge, app, &host, &identity, value, accept, &mut req, peer, &ray,
+        return super::resume::resume(
+            edge, app, host, &identity, value, accept, &mut req, peer, ray,
         )
         .await;
     }
@@ -224,123 +255,49 @@ async fn route(
         Err(reason) => {
             edge.activity.refused();
             info!(%peer, %host, %identity, ray, "refused: {reason}");
-            return refusal(StatusCode::FORBIDDEN, &reason, &ray);
+            return refusal(StatusCode::FORBIDDEN, &reason, ray);
         }
     };
-    let connecting = std::time::Instant::now();
-    let origin = match tokio::time::timeout(ORIGIN_TIMEOUT, TcpStream::connect(&dest)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            edge.activity.refused();
-            warn!(%peer, %host, %dest, ray, "origin unreachable: {e}");
-            return refusal(
-                StatusCode::BAD_GATEWAY,
-                &format!("origin unreachable: {e}"),
-                &ray,
-            );
-        }
-        Err(_) => {
-            edge.activity.refused();
-            warn!(%peer, %host, %dest, ray, "origin connect timed out");
-            return refusal(
-                StatusCode::GATEWAY_TIMEOUT,
-                "origin connect timed out",
-                &ray,
-            );
-        }
+    let origin = match connect_origin(edge, &app.hostname, host, &dest, peer, ray).await {
+        Ok(origin) => origin,
+        Err(response) => return *response,
     };
-    crate::serve::tune(&origin);
-    let metrics = edge.metrics.get().cloned();
-    let app_label = app.hostname.clone();
-    if let Some(m) = &metrics {
-        m.origin_connect_seconds
-            .with_label_values(&[&app_label])
-            .observe(connecting.elapsed().as_secs_f64());
-        m.streams_total.with_label_values(&[&app_label]).inc();
-        m.streams_open.with_label_values(&[&app_label]).inc();
-    }
-    // Reset on close until the stream ends cleanly: the origin must not take a cut
-    // stream (or one the grace period ran out on) for a complete one.
-    crate::serve::abort(&origin);
     let half_close = req.headers().contains_key(protocol::HALF_CLOSE);
-    let tls = edge.tls.is_some();
     // Resumable when the client asks (it speaks half-close too) and the app allows.
     let window = app.resume_window;
     let registered = (half_close && resume_header.as_deref() == Some("1") && !window.is_zero())
         .then(|| edge.streams.register(&app.hostname, &identity))
         .flatten();
-    let offer = registered.as_ref().map(|r| protocol::ResumeOffer {
-        id: r.id.clone(),
-        ticket: r.ticket.clone(),
-        window,
-        delivered: 0,
-    });
-    let streams = edge.streams.clone();
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let offer = registered.as_ref().map(|r| r.offer(window));
     // Per stream at debug; `info` gets the summary per interval (edge::activity).
     debug!(%peer, %host, %identity, %dest, ray, "stream opened");
-    let task_ray = ray.clone();
-    let activity = edge.activity.clone();
-    activity.opened();
-    tracker.spawn(async move {
-        let ray = task_ray;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                activity.failed(0, 0);
-                return warn!(%peer, ray, "upgrade failed: {e}");
-            }
-        };
-        let ws = bridge::WebSocket::new(
-            TokioIo::new(upgraded),
-            bridge::Role::Server,
-            bridge::EDGE_MAX_FRAME,
-        )
-        // Stock cloudflared ends its streams with close_notify and no close frame;
-        // rustls reports a cut as an error, so an end it reports is that.
-        .with_clean_eof(tls);
-        let opts = bridge::Options {
-            peer_half_close: half_close,
-            ..Default::default()
-        };
-        let mut origin = origin;
-        let result = match registered {
-            None => bridge::run(&mut origin, ws, opts).await,
-            Some(r) => {
-                let id = r.id.clone();
-                let result = resumable(&mut origin, ws, opts, r, window, peer, &ray).await;
-                streams.remove(&id);
-                result
-            }
-        };
-        if let Some(m) = &metrics {
-            m.streams_open.with_label_values(&[&app_label]).dec();
-            match &result {
-                // On the edge the local side is the origin: `down` is client -> origin.
-                Ok(s) => {
-                    let bytes = &m.edge_bytes_total;
-                    bytes.with_label_values(&[&app_label, "up"]).inc_by(s.down);
-                    bytes.with_label_values(&[&app_label, "down"]).inc_by(s.up);
-                }
-                Err(_) => m
-                    .stream_failures_total
-                    .with_label_values(&[&app_label])
-                    .inc(),
-            }
-        }
-        match result {
-            // The client's names: up is client -> origin (what the edge received).
-            Ok(s) => {
-                crate::serve::orderly(&origin);
-                activity.closed(s.down, s.up);
-                debug!(%peer, ray, up = s.down, down = s.up, "stream closed")
-            }
-            Err(e) => {
-                activity.failed(0, 0);
-                warn!(%peer, ray, "stream failed: {e}; origin socket reset")
-            }
-        }
-    });
+    edge.activity.opened();
+    let stream = Stream {
+        origin,
+        on_upgrade: hyper::upgrade::on(&mut req),
+        half_close,
+        tls: edge.tls.is_some(),
+        registered,
+        window,
+        streams: edge.streams.clone(),
+        metrics: edge.metrics.get().cloned(),
+        app_label: app.hostname.clone(),
+        activity: edge.activity.clone(),
+        peer,
+        ray: ray.to_string(),
+    };
+    tracker.spawn(stream.run());
+    switching_protocols(accept, ray, half_close, offer.as_ref())
+}
+
+/// The `101` that upgrades to a WebSocket, with our capabilities: half-close, and
+/// the resume `offer` (a sensitive header: it carries the ticket).
+pub(super) fn switching_protocols(
+    accept: String,
+    ray: &str,
+    half_close: bool,
+    offer: Option<&protocol::ResumeOffer>,
+) -> Response<Body> {
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
@@ -356,157 +313,148 @@ async fn route(
     response.body(Body::default()).expect("valid response")
 }
 
-fn sensitive(mut v: HeaderValue) -> HeaderValue {
-    v.set_sensitive(true);
-    v
-}
-
-/// What a resumable stream's task waits for next.
-enum Step {
-    /// The bridge ended (cleanly, by a failure of the origin, or of the WebSocket).
-    Ended(Result<bridge::Stats, bridge::BridgeError>),
-    /// The client resumed while the old WebSocket still ran.
-    Claim(super::resume::Claim),
-}
-
-/// Bridge a resumable stream: when its WebSocket breaks, keep `origin` and the
-/// session for `window`, waiting for the client to resume; take up each new
-/// WebSocket it brings. The stream's bytes are counted by its session.
-async fn resumable(
-    origin: &mut TcpStream,
-    ws: bridge::WebSocket<TokioIo<hyper::upgrade::Upgraded>>,
-    opts: bridge::Options,
-    mut reg: super::resume::Registered,
-    window: Duration,
+/// Connect `app`'s origin `dest` within [`ORIGIN_TIMEOUT`], tuned, counted and set
+/// to reset on close until its stream ends cleanly (so the origin never takes a cut
+/// stream, or one the grace period ran out on, for a complete one); else the
+/// refusal to answer with.
+async fn connect_origin(
+    edge: &Edge,
+    app: &str,
+    host: &str,
+    dest: &str,
     peer: SocketAddr,
     ray: &str,
-) -> Result<bridge::Stats, bridge::BridgeError> {
-    let mut session = bridge::Session::new(bridge::resume::REPLAY_LIMIT);
-    let mut peer_has = 0;
-    let mut next = Some(ws);
-    let mut broken: Option<(bridge::BridgeError, tokio::time::Instant)> = None;
-    loop {
-        let claim = match next.take() {
-            Some(ws) => {
-                let step = {
-                    let run = bridge::run_resumable(origin, ws, opts, &mut session, peer_has);
-                    tokio::select! {
-                        r = run => Step::Ended(r),
-                        Some(c) = reg.claims.recv() => Step::Claim(c),
-                    }
-                };
-                match step {
-                    Step::Ended(Err(e)) if e.is_link_failure() => {
-                        info!(%peer, ray, "websocket broke: {e}; keeping the origin for {window:?} for a resume");
-                        broken = Some((e, tokio::time::Instant::now() + window));
-                        continue;
-                    }
-                    Step::Ended(result) => {
-                        return result.map(|_| session.stats());
-                    }
-                    Step::Claim(c) => c,
-                }
-            }
-            None => {
-                let (_, until) = broken.as_ref().expect("waiting only after a break");
-                match tokio::time::timeout_at(*until, reg.claims.recv()).await {
-                    Ok(Some(c)) => c,
-                    _ => {
-                        let (e, _) = broken.take().expect("checked above");
-                        info!(%peer, ray, "resume window of {window:?} passed");
-                        return Err(e);
-                    }
-                }
+) -> Result<TcpStream, Box<Response<Body>>> {
+    let connecting = std::time::Instant::now();
+    let origin = match tokio::time::timeout(ORIGIN_TIMEOUT, TcpStream::connect(dest)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            edge.activity.refused();
+            warn!(%peer, %host, %dest, ray, "origin unreachable: {e}");
+            return Err(Box::new(refusal(
+                StatusCode::BAD_GATEWAY,
+                &format!("origin unreachable: {e}"),
+                ray,
+            )));
+        }
+        Err(_) => {
+            edge.activity.refused();
+            warn!(%peer, %host, %dest, ray, "origin connect timed out");
+            return Err(Box::new(refusal(
+                StatusCode::GATEWAY_TIMEOUT,
+                "origin connect timed out",
+                ray,
+            )));
+        }
+    };
+    crate::serve::tune(&origin);
+    if let Some(m) = edge.metrics.get() {
+        m.origin_connect_seconds
+            .with_label_values(&[app])
+            .observe(connecting.elapsed().as_secs_f64());
+        m.streams_total.with_label_values(&[app]).inc();
+        m.streams_open.with_label_values(&[app]).inc();
+    }
+    crate::serve::abort(&origin);
+    Ok(origin)
+}
+
+/// One stream the edge bridges once its `101` is sent: everything its task needs.
+struct Stream {
+    origin: TcpStream,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    half_close: bool,
+    tls: bool,
+    registered: Option<super::resume::Registered>,
+    window: Duration,
+    streams: Arc<super::resume::Streams>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    app_label: String,
+    activity: Arc<super::activity::Activity>,
+    peer: SocketAddr,
+    ray: String,
+}
+
+impl Stream {
+    /// Bridge the upgraded connection to the origin (resumably when registered),
+    /// then count and log how it ended; a stream that failed resets the origin.
+    async fn run(self) {
+        let Stream {
+            mut origin,
+            peer,
+            ray,
+            activity,
+            ..
+        } = self;
+        let upgraded = match self.on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                activity.failed(0, 0);
+                return warn!(%peer, ray, "upgrade failed: {e}");
             }
         };
-        info!(%peer, ray, "stream resumed by its client");
-        let _ = claim.reply.send(session.delivered());
-        peer_has = claim.peer_has;
-        match claim.upgrade.await {
-            Ok(u) => {
-                let ws = bridge::WebSocket::new(
-                    TokioIo::new(u),
-                    bridge::Role::Server,
-                    bridge::EDGE_MAX_FRAME,
-                );
-                next = Some(ws);
+        let ws = bridge::WebSocket::new(
+            TokioIo::new(upgraded),
+            bridge::Role::Server,
+            bridge::EDGE_MAX_FRAME,
+        )
+        // Stock cloudflared ends its streams with close_notify and no close frame;
+        // rustls reports a cut as an error, so an end it reports is that.
+        .with_clean_eof(self.tls);
+        let opts = bridge::Options {
+            peer_half_close: self.half_close,
+            ..Default::default()
+        };
+        let result = match self.registered {
+            None => bridge::run(&mut origin, ws, opts).await,
+            Some(r) => {
+                let id = r.id.clone();
+                let result =
+                    super::resume::run(&mut origin, ws, opts, r, self.window, peer, &ray).await;
+                self.streams.remove(&id);
+                result
+            }
+        };
+        if let Some(m) = &self.metrics {
+            count(m, &self.app_label, &result);
+        }
+        match result {
+            // The client's names: up is client -> origin (what the edge received).
+            Ok(s) => {
+                crate::serve::orderly(&origin);
+                activity.closed(s.down, s.up);
+                debug!(%peer, ray, up = s.down, down = s.up, "stream closed")
             }
             Err(e) => {
-                let until = tokio::time::Instant::now() + window;
-                broken = Some((bridge::BridgeError::Io(std::io::Error::other(e)), until));
+                activity.failed(0, 0);
+                warn!(%peer, ray, "stream failed: {e}; origin socket reset")
             }
         }
     }
 }
 
-/// Answer a resume request for `app`, already authenticated as `identity`: hand
-/// the new WebSocket to the stream's task and tell the client where to start.
-#[allow(clippy::too_many_arguments)]
-async fn resume(
-    edge: &Edge,
-    app: &super::config::App,
-    host: &str,
-    identity: &policy::Identity,
-    value: &str,
-    accept: String,
-    req: &mut Request<Incoming>,
-    peer: SocketAddr,
-    ray: &str,
-) -> Response<Body> {
-    let refuse = |status, why: &str| {
-        edge.activity.refused();
-        info!(%peer, %host, %identity, ray, "resume refused: {why}");
-        refusal(status, why, ray)
-    };
-    let Some(request) = protocol::ResumeRequest::parse(value) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "malformed Tunnel-Resume header: expected \"1\" or \"<id> <ticket> <delivered>\"",
-        );
-    };
-    let (reply, delivered) = tokio::sync::oneshot::channel();
-    let claim = super::resume::Claim {
-        upgrade: hyper::upgrade::on(req),
-        peer_has: request.delivered,
-        reply,
-    };
-    let ticket =
-        match edge
-            .streams
-            .claim(&request.id, &request.ticket, &app.hostname, identity, claim)
-        {
-            Ok(t) => t,
-            Err(why) => {
-                let status = match why {
-                    super::resume::Refused::Mismatch => StatusCode::FORBIDDEN,
-                    _ => StatusCode::NOT_FOUND,
-                };
-                return refuse(status, why.reason());
-            }
-        };
-    let Ok(delivered) = delivered.await else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            super::resume::Refused::Unknown.reason(),
-        );
-    };
-    let offer = protocol::ResumeOffer {
-        id: request.id,
-        ticket,
-        window: app.resume_window,
-        delivered,
-    };
-    let mut response = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(protocol::CF_RAY, ray)
-        .header(protocol::HALF_CLOSE, "1");
-    if let Ok(v) = HeaderValue::from_str(&offer.to_header()) {
-        response = response.header(protocol::RESUME, sensitive(v));
+/// Count a stream of `app` that ended with `result` in the edge's metrics.
+fn count(
+    m: &crate::metrics::Metrics,
+    app: &str,
+    result: &Result<bridge::Stats, bridge::BridgeError>,
+) {
+    m.streams_open.with_label_values(&[app]).dec();
+    match result {
+        // On the edge the local side is the origin: `down` is client -> origin.
+        Ok(s) => {
+            let bytes = &m.edge_bytes_total;
+            bytes.with_label_values(&[app, "up"]).inc_by(s.down);
+            bytes.with_label_values(&[app, "down"]).inc_by(s.up);
+        }
+        Err(_) => m.stream_failures_total.with_label_values(&[app]).inc(),
     }
-    response.body(Body::default()).expect("valid response")
+}
+
+/// `v`, marked so that no HTTP library logs or compresses it.
+pub(super) fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
 }
 
 /// The `Sec-WebSocket-Accept` for a well-formed upgrade request, else `None`.
@@ -547,7 +495,8 @@ fn login_redirect(edge: &Edge, host: &str, aud: &str, reason: &str, ray: &str) -
     r
 }
 
-fn refusal(status: StatusCode, reason: &str, ray: &str) -> Response<Body> {
+/// A refusal with `status`, naming `reason` (never a secret) in a header and the body.
+pub(super) fn refusal(status: StatusCode, reason: &str, ray: &str) -> Response<Body> {
     let mut b = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
