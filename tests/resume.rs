@@ -449,3 +449,65 @@ fn a_stream_resumes_after_the_keepalive_finds_the_edge_silent() {
         edge.proc.stderr()
     );
 }
+
+/// Issue 12, proof 2: one interactive `psql` session (queries on its stdin, answers
+/// on its stdout) through `tunnel tcp` to a real PostgreSQL; its WebSocket is killed
+/// between two queries and the next query is answered on the same session (the same
+/// backend process), and psql ends cleanly.
+#[test]
+fn a_psql_session_survives_its_websocket_being_killed() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let pg = crate::support::postgres::Postgres::start();
+    let edge = Edge::start(&app("db.test", pg.addr(), ""));
+    let (tcp, local) = tunnel_tcp(&edge, "http://db.test", &SERVICE);
+    let mut cmd = pg.psql(local);
+    cmd.args(["-A", "-t"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut psql = cmd.spawn().expect("psql starts");
+    let mut stdin = psql.stdin.take().unwrap();
+    let (tx, answers) = mpsc::channel();
+    let stdout = psql.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut ask = |sql: &str| -> String {
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+        answers.recv_timeout(END).unwrap_or_else(|_| {
+            panic!(
+                "no answer to {sql:?}\n--- client ---\n{}\n--- edge ---\n{}",
+                tcp.stderr(),
+                edge.proc.stderr()
+            )
+        })
+    };
+    let before = ask("select pg_backend_pid();");
+    assert!(before.parse::<u32>().is_ok(), "a pid: {before:?}");
+    assert_eq!(
+        kill_sockets_to(edge.addr.port()),
+        1,
+        "one WebSocket to the edge"
+    );
+    let after = ask("select pg_backend_pid();");
+    assert_eq!(after, before, "the same backend answers after the kill");
+    assert_eq!(ask("select 40+2;"), "42");
+    drop(ask);
+    drop(stdin);
+    let out = psql.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "psql ended with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tcp.stderr().contains("resumed"), "{}", tcp.stderr());
+}
