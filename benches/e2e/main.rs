@@ -20,9 +20,10 @@
 //! `redis-server` directly, through the relays, `tunnel` ws/wss and the peers, min,
 //! median and max over `BENCH_ROUNDS`, written to `target/bench/small.json`),
 //! `BENCH_RESUME_WINDOW` (the edge's `resume_window`; `0` turns resumable streams
-//! off, to measure their cost), `BENCH_ONLY=resume` (only the time from killing a
-//! stream's WebSocket to its next echo, over `BENCH_RESUME_ROUNDS` kills, 10; needs
-//! root; written to `target/bench/resume.json`; the full run includes it),
+//! off, to measure their cost), `BENCH_ONLY=resume` (only a stream's recovery time
+//! after its WebSocket is killed and after a black hole, `BENCH_RESUME_ROUNDS` of
+//! each, 10; needs root; written to `target/bench/resume.json`; the full run
+//! includes it),
 //! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
 //! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
@@ -218,7 +219,7 @@ fn main() {
         println!("\nwrote {}", file.display());
         return;
     }
-    let resume_rounds = scale("BENCH_RESUME_ROUNDS", 10, 2).max(1) as usize;
+    let resume_rounds = scale("BENCH_RESUME_ROUNDS", 10, 1).max(1) as usize;
     if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "resume") {
         let v = resume::section(bin, resume_rounds);
         resume::print(&v);
