@@ -62,6 +62,8 @@ have openssl || missing+=(openssl)
 have python3 || missing+=(python3)
 # The resume tests kill the client's WebSocket with `ss -K` (needs root).
 have ss || missing+=(iproute2)
+# One resume test black-holes the edge's port with an `nft` table of its own.
+have nft || missing+=(nftables)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! have apt-get; then

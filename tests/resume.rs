@@ -1,7 +1,8 @@
 //! Resumable streams (issue 12): the WebSocket under a live `tunnel tcp` stream is
 //! killed (`ss -K` on the client's socket to the edge, so both ends see a reset);
 //! the local socket stays open, the client redials and the stream goes on. Real
-//! binaries, real sockets on loopback; the tests need root for `ss -K`.
+//! binaries, real sockets on loopback; the tests need root for `ss -K` (and `nft`,
+//! for the black hole).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -448,4 +449,189 @@ fn a_stream_resumes_after_the_keepalive_finds_the_edge_silent() {
         "edge stderr:\n{}",
         edge.proc.stderr()
     );
+}
+
+/// One interactive `psql` session: queries go to its stdin, answers (`-A -t`, one
+/// line each) come from its stdout.
+struct Psql {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    answers: mpsc::Receiver<String>,
+}
+
+impl Psql {
+    fn start(pg: &crate::support::postgres::Postgres, addr: SocketAddr) -> Psql {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = pg.psql(addr);
+        cmd.args(["-A", "-t"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("psql starts");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Psql {
+            child,
+            stdin,
+            answers,
+        }
+    }
+
+    /// Send `sql` (one statement); it is answered by [`Psql::answer`].
+    fn send(&mut self, sql: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next answer line; `logs` (the tunnel's stderr) if none comes.
+    fn answer(&self, logs: impl Fn() -> String) -> String {
+        self.answers
+            .recv_timeout(END)
+            .unwrap_or_else(|_| panic!("psql gave no answer\n{}", logs()))
+    }
+
+    /// End the input; psql must exit 0.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql ended with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Issue 12, proof 2: one interactive `psql` session through `tunnel tcp` to a real
+/// PostgreSQL; its WebSocket is killed between two queries and the next query is
+/// answered on the same session (the same backend process), and psql ends cleanly.
+#[test]
+fn a_psql_session_survives_its_websocket_being_killed() {
+    let pg = crate::support::postgres::Postgres::start();
+    let edge = Edge::start(&app("db.test", pg.addr(), ""));
+    let (tcp, local) = tunnel_tcp(&edge, "http://db.test", &SERVICE);
+    let logs = || {
+        format!(
+            "--- client ---\n{}\n--- edge ---\n{}",
+            tcp.stderr(),
+            edge.proc.stderr()
+        )
+    };
+    let mut psql = Psql::start(&pg, local);
+    psql.send("select pg_backend_pid();");
+    let before = psql.answer(logs);
+    assert!(before.parse::<u32>().is_ok(), "a pid: {before:?}");
+    assert_eq!(
+        kill_sockets_to(edge.addr.port()),
+        1,
+        "one WebSocket to the edge"
+    );
+    psql.send("select pg_backend_pid();");
+    assert_eq!(psql.answer(logs), before, "the same backend after the kill");
+    psql.send("select 40+2;");
+    assert_eq!(psql.answer(logs), "42");
+    psql.finish();
+    assert!(tcp.stderr().contains("resumed"), "{}", tcp.stderr());
+}
+
+/// Every TCP packet to or from `port` dropped (both directions of loopback pass the
+/// output hook) while it lives: a black-holed link, not a reset. An `nft` table of
+/// its own, deleted on drop (also when the test panics).
+struct BlackHole {
+    table: String,
+}
+
+impl BlackHole {
+    fn port(port: u16) -> BlackHole {
+        let table = format!("tunnel_test_{}_{port}", std::process::id());
+        let hole = BlackHole { table };
+        hole.nft(&["add", "table", "inet", &hole.table]);
+        hole.nft(&[
+            "add chain inet",
+            &hole.table,
+            "out { type filter hook output priority 0 ; }",
+        ]);
+        for dir in ["dport", "sport"] {
+            hole.nft(&[
+                "add rule inet",
+                &hole.table,
+                "out tcp",
+                dir,
+                &port.to_string(),
+                "drop",
+            ]);
+        }
+        hole
+    }
+
+    fn nft(&self, words: &[&str]) {
+        let out = Command::new("nft")
+            .arg(words.join(" "))
+            .output()
+            .expect("nft runs (scripts/test.sh installs nftables)");
+        assert!(
+            out.status.success(),
+            "nft {words:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+/// Issue 12, proof 2 with a black hole: the link to the edge drops every packet for
+/// 20 s while a query is pending; the client's keepalive finds the edge silent and
+/// redials into the black hole; once the link is back the stream resumes (taking
+/// over from the WebSocket the edge still holds), the pending query is answered by
+/// the same backend, and psql ends cleanly.
+#[test]
+fn a_psql_session_survives_a_black_holed_link() {
+    let pg = crate::support::postgres::Postgres::start();
+    let edge = Edge::start(&app("hole.test", pg.addr(), ""));
+    let mut args = SERVICE.to_vec();
+    args.extend(["--keepalive-interval", "500ms", "--keepalive-timeout", "1s"]);
+    let (mut tcp, local) = tunnel_tcp(&edge, "http://hole.test", &args);
+    let mut psql = Psql::start(&pg, local);
+    psql.send("select pg_backend_pid();");
+    let before = psql.answer(|| tcp.stderr());
+    let hole = BlackHole::port(edge.addr.port());
+    let started = Instant::now();
+    psql.send("select pg_backend_pid();");
+    tcp.wait_for("resuming the stream", END);
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(started.elapsed()));
+    drop(hole);
+    let logs = || {
+        format!(
+            "--- client ---\n{}\n--- edge ---\n{}",
+            tcp.stderr(),
+            edge.proc.stderr()
+        )
+    };
+    assert_eq!(
+        psql.answer(logs),
+        before,
+        "the same backend after the black hole"
+    );
+    psql.send("select 40+2;");
+    assert_eq!(psql.answer(logs), "42");
+    psql.finish();
+    assert!(tcp.stderr().contains("resumed"), "{}", tcp.stderr());
 }

@@ -20,7 +20,11 @@
 //! `redis-server` directly, through the relays, `tunnel` ws/wss and the peers, min,
 //! median and max over `BENCH_ROUNDS`, written to `target/bench/small.json`),
 //! `BENCH_RESUME_WINDOW` (the edge's `resume_window`; `0` turns resumable streams
-//! off, to measure their cost), `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
+//! off, to measure their cost), `BENCH_ONLY=resume` (only a stream's recovery time
+//! after its WebSocket is killed and after a black hole, `BENCH_RESUME_ROUNDS` of
+//! each, 10; needs root; written to `target/bench/resume.json`; the full run
+//! includes it),
+//! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
 //! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
 //! `cargo test --benches` does) it makes one tiny pass without the WAN section, to
@@ -34,6 +38,7 @@
 mod login_flood;
 mod measure;
 mod peers;
+mod resume;
 mod setup;
 mod small;
 mod tun;
@@ -214,6 +219,16 @@ fn main() {
         println!("\nwrote {}", file.display());
         return;
     }
+    let resume_rounds = scale("BENCH_RESUME_ROUNDS", 10, 1).max(1) as usize;
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "resume") {
+        let v = resume::section(bin, resume_rounds);
+        resume::print(&v);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("resume.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        println!("\nwrote {}", file.display());
+        return;
+    }
     if !full || std::env::var("BENCH_ONLY").is_ok_and(|v| v == "up_idle") {
         let tunnels = scale("BENCH_UP_TUNNELS", 20, 3) as usize;
         let v = up_idle::section(bin, tunnels, scale("BENCH_UP_SECS", 10, 1));
@@ -333,6 +348,8 @@ fn main() {
         })
         .collect();
 
+    let resumed = resume::section(bin, resume_rounds);
+
     let wan = if full && std::env::var("BENCH_WAN").map_or(true, |v| v != "off") {
         Some(wan::section(bin, wan_secs))
     } else {
@@ -352,6 +369,7 @@ fn main() {
     if let Some(w) = &wan {
         print_wan(w);
     }
+    resume::print(&resumed);
     let mut json = json!({
         "params": {
             "bytes": bytes, "round_trips": rtt, "setup_connections": conns,
@@ -363,6 +381,7 @@ fn main() {
         "spread": spread.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<String, Value>>(),
         "half_close": half_close,
         "processes": processes,
+        "resume": resumed,
     });
     if want_peers {
         json["peers"] = peers

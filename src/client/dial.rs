@@ -24,6 +24,19 @@ use crate::{exit, protocol};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limit for the TLS and WebSocket handshakes together.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A resume attempt's limit for connecting, and again for its handshake: short, so
+/// a SYN or handshake lost in a black hole does not hold a stream that waits.
+pub const RESUME_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// While a resume attempt's TCP connect is pending, a new one starts this often
+/// (jittered 0.5x to 1.5x), so a SYN goes out soon after the link is back.
+pub const RESUME_CONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// `d` scaled by a random factor from 0.5 to 1.5, so many streams spread out.
+pub fn jittered(d: Duration) -> Duration {
+    let mut r = [0u8; 1];
+    protocol::random_fill(&mut r);
+    d.mul_f64(0.5 + f64::from(r[0]) / 255.0)
+}
 
 /// The byte stream under the WebSocket: plain TCP or TLS (enum dispatch, no `dyn`).
 #[derive(Debug)]
@@ -246,37 +259,85 @@ pub async fn dial_resuming(
     resume: Option<&protocol::ResumeRequest>,
 ) -> Result<Connected, DialError> {
     let addr = target.dial_addr();
+    // A resume races the clock of a stream that waits: short limits, and TCP
+    // connects staggered rather than one SYN left to the kernel's retransmits.
+    let (connect_limit, handshake_limit) = match resume {
+        None => (CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT),
+        Some(_) => (RESUME_ATTEMPT_TIMEOUT, RESUME_ATTEMPT_TIMEOUT),
+    };
     let tcp = match target.proxy() {
-        Some(proxy) => via_proxy(proxy, &addr).await?,
-        None => tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr))
-            .await
-            .map_err(|_| DialError::Timeout {
-                addr: addr.clone(),
-                stage: "connecting to",
-                secs: CONNECT_TIMEOUT.as_secs(),
-            })??,
+        Some(proxy) => via_proxy(proxy, &addr, connect_limit, resume.is_some()).await?,
+        None => tokio::time::timeout(
+            connect_limit,
+            connect_maybe_staggered(&addr, resume.is_some()),
+        )
+        .await
+        .map_err(|_| DialError::Timeout {
+            addr: addr.clone(),
+            stage: "connecting to",
+            secs: connect_limit.as_secs(),
+        })??,
     };
     tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        handshake_limit,
         handshake(target, token, resume, &addr, tcp),
     )
     .await
     .map_err(|_| DialError::Timeout {
         addr,
         stage: "in the handshake with",
-        secs: HANDSHAKE_TIMEOUT.as_secs(),
+        secs: handshake_limit.as_secs(),
     })?
 }
 
-async fn via_proxy(proxy: &super::proxy::Proxy, addr: &str) -> Result<TcpStream, DialError> {
-    let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect(&proxy.addr))
+async fn connect_maybe_staggered(addr: &str, staggered: bool) -> Result<TcpStream, DialError> {
+    if staggered {
+        connect_staggered(addr).await
+    } else {
+        connect(addr).await
+    }
+}
+
+/// [`connect`], starting another try every [`RESUME_CONNECT_EVERY`] (jittered)
+/// while none has finished; the first to finish wins and the others are dropped.
+/// A SYN sent into a black hole is otherwise retried by the kernel only after 1,
+/// 3, 7 s: this way one goes out within 0.75 s of the link coming back. The
+/// caller bounds the whole (at [`RESUME_ATTEMPT_TIMEOUT`], so a few tries at most).
+async fn connect_staggered(addr: &str) -> Result<TcpStream, DialError> {
+    let mut tries = tokio::task::JoinSet::new();
+    loop {
+        let a = addr.to_string();
+        tries.spawn(async move { connect(&a).await });
+        tokio::select! {
+            done = tries.join_next() => {
+                return match done {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => Err(DialError::Connect {
+                        addr: addr.to_string(),
+                        source: io::Error::other(e.to_string()),
+                    }),
+                    None => unreachable!("a try was just started"),
+                };
+            }
+            () = tokio::time::sleep(jittered(RESUME_CONNECT_EVERY)) => {}
+        }
+    }
+}
+
+async fn via_proxy(
+    proxy: &super::proxy::Proxy,
+    addr: &str,
+    limit: Duration,
+    staggered: bool,
+) -> Result<TcpStream, DialError> {
+    let mut tcp = tokio::time::timeout(limit, connect_maybe_staggered(&proxy.addr, staggered))
         .await
         .map_err(|_| DialError::Timeout {
             addr: proxy.addr.clone(),
             stage: "connecting to the proxy for",
-            secs: CONNECT_TIMEOUT.as_secs(),
+            secs: limit.as_secs(),
         })??;
-    super::proxy::connect(&mut tcp, proxy, addr, CONNECT_TIMEOUT)
+    super::proxy::connect(&mut tcp, proxy, addr, limit)
         .await
         .map_err(|detail| DialError::Proxy {
             proxy: proxy.addr.clone(),

@@ -210,13 +210,20 @@ where
     }
 }
 
-/// First pause between resume attempts; it doubles up to [`REDIAL_MAX`].
+/// First pause between resume attempts; it doubles up to [`REDIAL_MAX`] (or
+/// [`REDIAL_EDGE_MAX`]).
 pub const REDIAL_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
-/// Longest pause between resume attempts.
-pub const REDIAL_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest pause after an attempt the network failed (no connection, a timeout):
+/// short, so bytes flow again well within a second of the link coming back.
+pub const REDIAL_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest pause after an attempt the edge itself failed (a bad answer): the link
+/// works, so a struggling edge is not pressed harder.
+pub const REDIAL_EDGE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Dial with `request` until it succeeds, the edge refuses, or `until` passes;
-/// pauses grow exponentially, each with random jitter (0.5x to 1.5x).
+/// pauses grow exponentially, each with random jitter (0.5x to 1.5x). Each
+/// attempt's connect and handshake are bounded by
+/// [`dial::RESUME_ATTEMPT_TIMEOUT`] (a login it needs is not).
 async fn redial(
     target: &Target,
     request: &crate::protocol::ResumeRequest,
@@ -241,14 +248,15 @@ async fn redial(
                 e @ (DialError::Resolve { .. }
                 | DialError::Connect { .. }
                 | DialError::Timeout { .. }
-                | DialError::Proxy { .. }
-                | DialError::Protocol { .. }),
-            ))) => e.to_string(),
+                | DialError::Proxy { .. }),
+            ))) => {
+                pause = pause.min(REDIAL_MAX);
+                e.to_string()
+            }
+            Ok(Err(ConnError::Dial(e @ DialError::Protocol { .. }))) => e.to_string(),
             Ok(Err(e)) => return Err(e.to_string()),
         };
-        let mut r = [0u8; 1];
-        crate::protocol::random_fill(&mut r);
-        let jittered = pause.mul_f64(0.5 + f64::from(r[0]) / 255.0);
+        let jittered = dial::jittered(pause);
         tracing::debug!("resume attempt failed: {why}; next in {jittered:?}");
         if tokio::time::Instant::now() + jittered >= until {
             return Err(format!(
@@ -256,7 +264,7 @@ async fn redial(
             ));
         }
         tokio::time::sleep(jittered).await;
-        pause = (pause * 2).min(REDIAL_MAX);
+        pause = (pause * 2).min(REDIAL_EDGE_MAX);
     }
 }
 
