@@ -635,3 +635,72 @@ fn a_psql_session_survives_a_black_holed_link() {
     psql.finish();
     assert!(tcp.stderr().contains("resumed"), "{}", tcp.stderr());
 }
+
+/// Two streams opened with a browser login whose app token expires while their
+/// WebSockets are down: each redial meets "login required", the one lazy login flow
+/// gets a fresh token once for both (a resume ticket alone is never enough), and
+/// both streams go on where they stopped.
+#[test]
+fn streams_whose_token_expired_during_the_outage_resume_after_one_refresh() {
+    let w = crate::login::World::start("2s");
+    let (tcp, local) = w.tcp("http://db.test", &[]);
+    let port: u16 = w
+        .edge
+        .connect_to()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let round = |s: &mut TcpStream, byte: u8| {
+        s.write_all(&[byte]).unwrap();
+        let mut back = [0u8; 1];
+        s.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("no echo of {byte} ({e}); stderr:\n{}", tcp.stderr()));
+        assert_eq!(back[0], byte);
+    };
+    let mut streams: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let s = TcpStream::connect(local).unwrap();
+            s.set_read_timeout(Some(END)).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut streams {
+        round(s, b'a');
+    }
+    let logins = w.logins();
+    assert_eq!(logins, 1, "one browser login opened both streams");
+    let refusals = |log: &str| log.matches("login required").count();
+    let refused_before = refusals(&w.edge.proc.stderr());
+    // Past the app token's 2 s lifetime, then cut both WebSockets.
+    std::thread::sleep(Duration::from_secs(3));
+    // Both WebSockets (and any pooled HTTP connection the login flow keeps).
+    assert!(kill_sockets_to(port) >= 2, "two WebSockets to kill");
+    for s in &mut streams {
+        round(s, b'b');
+    }
+    let edge_log = w.edge.proc.stderr();
+    assert!(
+        refusals(&edge_log) > refused_before,
+        "the expired token was never refused, so nothing was refreshed:\n{edge_log}"
+    );
+    assert_eq!(
+        edge_log.matches("stream resumed by its client").count(),
+        2,
+        "{edge_log}"
+    );
+    assert!(
+        w.logins() <= logins + 1,
+        "one refresh serves both streams: {} browser logins",
+        w.logins()
+    );
+    for s in &streams {
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+    for s in &mut streams {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "nothing after the echoes: {rest:?}");
+    }
+}
