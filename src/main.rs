@@ -93,9 +93,7 @@ fn init_logging(args: &LogArgs, stdio_mode: bool) -> Result<Option<Arc<LogFile>>
         None => "info",
     };
     // Our own crate at the chosen level; dependencies one notch quieter at debug.
-    let filter = EnvFilter::new(format!(
-        "{level},hyper=info,tungstenite=info,tokio_tungstenite=info,rustls=info"
-    ));
+    let filter = EnvFilter::new(format!("{level},hyper=info,rustls=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

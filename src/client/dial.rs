@@ -13,8 +13,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::target::{Credentials, Scheme, Target};
 use crate::secret::Secret;
@@ -205,7 +203,7 @@ pub fn handshake_request(target: &Target, token: Option<&Secret>) -> Request<()>
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", generate_key())
+        .header("Sec-WebSocket-Key", protocol::websocket_key())
         .header("User-Agent", protocol::USER_AGENT)
         .header(protocol::HALF_CLOSE, "1")
         .header(protocol::RESUME, "1")
@@ -565,7 +563,7 @@ fn check_upgrade(request: &Request<()>, response: &http::Response<()>) -> Result
         .headers()
         .get(http::header::SEC_WEBSOCKET_KEY)
         .map_or(&[][..], |k| k.as_bytes());
-    if get(http::header::SEC_WEBSOCKET_ACCEPT) != derive_accept_key(key) {
+    if get(http::header::SEC_WEBSOCKET_ACCEPT) != protocol::websocket_accept(key) {
         return Err("101 response with a wrong Sec-WebSocket-Accept".into());
     }
     Ok(())

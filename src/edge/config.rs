@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::secret::Secret;
 
@@ -305,7 +304,7 @@ fn service_tokens(
         }
         let secret_sha256 = match (&t.client_secret, &t.client_secret_sha256) {
             (Some(s), None) if !s.expose().is_empty() => {
-                Sha256::digest(s.expose().as_bytes()).into()
+                crate::protocol::sha256(s.expose().as_bytes())
             }
             (None, Some(hex)) => parse_sha256_hex(hex)
                 .ok_or_else(|| format!("{at}: client_secret_sha256 must be 64 hex digits"))?,
@@ -510,7 +509,7 @@ fn login_limits(raw: RawLoginLimits) -> Result<LoginLimits, String> {
 /// The AUD tag of an app with none configured: 64 hex digits derived from the
 /// hostname pattern, so it is stable across restarts and machines.
 pub fn derive_aud(hostname: &str) -> String {
-    let digest = Sha256::digest(format!("tunnel-aud:{hostname}").as_bytes());
+    let digest = crate::protocol::sha256(format!("tunnel-aud:{hostname}").as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

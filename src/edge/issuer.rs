@@ -17,7 +17,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Size of a generated signing key.
 pub const KEY_SIZE: KeySize = KeySize::Rsa2048;
@@ -134,10 +133,7 @@ impl Issuer {
         let PublicKeyComponents { n, e } =
             PublicKeyComponents::<Vec<u8>>::from(aws_lc_rs::signature::KeyPair::public_key(&key));
         let decoding = DecodingKey::from_rsa_raw_components(&n, &e);
-        let mut h = Sha256::new();
-        h.update(&n);
-        h.update(&e);
-        let kid: String = h.finalize()[..16]
+        let kid: String = crate::protocol::sha256(&[&n[..], &e[..]].concat())[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

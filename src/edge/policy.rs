@@ -3,7 +3,6 @@
 //! check fails closed.
 
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::{App, Config, Upstream};
@@ -149,7 +148,7 @@ pub fn authorize(config: &Config, issuer: &Issuer, app: &App, headers: &HeaderMa
 /// The name of the service token with this id and secret. The secret is compared
 /// (as its SHA-256) in constant time against every token, so timing reveals nothing.
 pub fn check_service_token(config: &Config, id: &str, secret: &str) -> Option<String> {
-    let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let presented: [u8; 32] = crate::protocol::sha256(secret.as_bytes());
     let mut found = None;
     for t in &config.service_tokens {
         let secret_ok = t.secret_sha256.ct_eq(&presented);

@@ -14,7 +14,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -474,7 +473,7 @@ pub fn websocket_accept(headers: &HeaderMap) -> Option<String> {
         return None;
     }
     let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
-    Some(derive_accept_key(key.as_bytes()))
+    Some(protocol::websocket_accept(key.as_bytes()))
 }
 
 /// The URL of the login page for `host`, as Access shapes it.

@@ -183,6 +183,32 @@ pub fn random_fill(buf: &mut [u8]) {
     aws_lc_rs::rand::fill(buf).expect("the system random generator works");
 }
 
+/// SHA-256 of `data` (aws-lc-rs, the project's one crypto provider).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 4.1).
+pub fn websocket_key() -> String {
+    use base64::Engine;
+    let mut nonce = [0u8; 16];
+    random_fill(&mut nonce);
+    base64::engine::general_purpose::STANDARD.encode(nonce)
+}
+
+/// The `Sec-WebSocket-Accept` answering `key`: base64 of SHA-1 of the key and the
+/// RFC 6455 GUID (section 4.2.2; SHA-1 here is a fixed protocol check, not security).
+pub fn websocket_accept(key: &[u8]) -> String {
+    use aws_lc_rs::digest;
+    use base64::Engine;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish())
+}
+
 /// Symbols of a [`login_code`]: digits and capitals without 0, 1, I and O, so the
 /// code reads back unambiguously. 32 symbols, 5 bits each.
 pub const LOGIN_CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
@@ -192,8 +218,7 @@ pub const LOGIN_CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 /// own terminal and not a link someone else sent them. Derived from the transfer
 /// id (the CLI's public key) with SHA-256: 40 bits, 8 symbols of 5 bits.
 pub fn login_code(transfer_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("tunnel-login-code:{}", transfer_id.trim()).as_bytes());
+    let digest = sha256(format!("tunnel-login-code:{}", transfer_id.trim()).as_bytes());
     let bits = digest[..5]
         .iter()
         .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
@@ -239,6 +264,26 @@ mod tests {
         for c in "0O1I".bytes() {
             assert!(!LOGIN_CODE_ALPHABET.contains(&c));
         }
+    }
+
+    #[test]
+    fn websocket_keys_and_accepts_follow_rfc_6455() {
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let (a, b) = (websocket_key(), websocket_key());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24, "16 bytes in base64: {a}");
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]
