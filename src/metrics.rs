@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Client: tokens obtained, by source (`browser`, `exchange`, `cache`) and
     /// whether it replaced a refused one (`refresh`).
     pub tokens_total: IntCounterVec,
+    /// Client: resumes of streams whose WebSocket broke, per tunnel and outcome
+    /// (`resumed`, `failed`).
+    pub resumes_total: IntCounterVec,
     /// Edge: streams being bridged, per app.
     pub streams_open: IntGaugeVec,
     /// Edge: streams opened, per app.
@@ -52,6 +55,8 @@ pub struct Metrics {
     pub refusals_total: IntCounterVec,
     /// Edge: time to connect to an origin.
     pub origin_connect_seconds: HistogramVec,
+    /// Edge: resumes, per app and outcome (`resumed`, `refused`, `expired`).
+    pub edge_resumes_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -106,6 +111,11 @@ impl Metrics {
                 "App tokens obtained, by source (browser, exchange, cache) and kind (new, refresh).",
                 &["source", "kind"],
             ),
+            resumes_total: counter(
+                "resumes_total",
+                "Streams resumed after their WebSocket broke, by outcome (resumed, failed).",
+                &["tunnel", "outcome"],
+            ),
             streams_open: gauge(
                 "edge_streams_open",
                 "Streams being bridged to origins.",
@@ -131,6 +141,11 @@ impl Metrics {
                 "edge_origin_connect_seconds",
                 "Time to connect to an origin.",
                 &["app"],
+            ),
+            edge_resumes_total: counter(
+                "edge_resumes_total",
+                "Resumes of streams, by outcome (resumed, refused, expired: the window passed).",
+                &["app", "outcome"],
             ),
             registry,
         };

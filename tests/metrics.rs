@@ -210,3 +210,58 @@ fn a_real_prometheus_scrapes_client_and_edge() {
         prom.stderr()
     );
 }
+
+/// A stream whose WebSocket is killed and resumed is counted once on each side,
+/// as `resumed`; nothing counts it as failed.
+#[test]
+fn a_resumed_stream_is_counted_by_client_and_edge() {
+    let r = start();
+    let port: u16 = r
+        ._edge_proc
+        .connect_to()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut s = TcpStream::connect(r.local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut round = |byte: u8| {
+        s.write_all(&[byte]).unwrap();
+        let mut back = [0u8; 1];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back[0], byte);
+    };
+    round(b'a');
+    assert!(
+        crate::resume::kill_sockets_to(port) >= 1,
+        "a WebSocket to kill"
+    );
+    round(b'b');
+    let scraped = |addr: SocketAddr, series: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = get(addr, "/metrics");
+            if sample(&text, series) == Some(1.0) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let resumed = "tunnel_resumes_total{outcome=\"resumed\",tunnel=\"db.test\"}";
+    let client = scraped(r.tcp_metrics, resumed);
+    assert_eq!(sample(&client, resumed), Some(1.0), "{client}");
+    assert_eq!(
+        sample(
+            &client,
+            "tunnel_resumes_total{outcome=\"failed\",tunnel=\"db.test\"}"
+        ),
+        None,
+        "{client}"
+    );
+    promtool_accepts(&client);
+    let edge_resumed = "tunnel_edge_resumes_total{app=\"db.test\",outcome=\"resumed\"}";
+    let edge = scraped(r.edge_metrics, edge_resumed);
+    assert_eq!(sample(&edge, edge_resumed), Some(1.0), "{edge}");
+    promtool_accepts(&edge);
+}

@@ -163,6 +163,14 @@ where
 {
     let mut session = bridge::Session::new(bridge::resume::REPLAY_LIMIT);
     let mut ws = ws;
+    let count = |outcome: &str| {
+        if let Some(m) = target.metrics() {
+            m.metrics
+                .resumes_total
+                .with_label_values(&[&m.name, outcome])
+                .inc();
+        }
+    };
     loop {
         let broke = match bridge::run_resumable(&mut local, ws, opts, &mut session, offer.delivered)
             .await
@@ -190,6 +198,7 @@ where
         let conn = match redial(target, &request, until).await {
             Ok(conn) => conn,
             Err(why) => {
+                count("failed");
                 return Err(ConnError::Resume {
                     host: target.host().to_string(),
                     broke,
@@ -198,12 +207,14 @@ where
             }
         };
         let Some(next) = conn.resume else {
+            count("failed");
             return Err(ConnError::Resume {
                 host: target.host().to_string(),
                 broke,
                 why: "the edge answered without resuming the stream".into(),
             });
         };
+        count("resumed");
         tracing::info!("tunnel to {} resumed", target.host());
         offer = next;
         ws = conn.ws;

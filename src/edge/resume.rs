@@ -264,8 +264,16 @@ pub(super) async fn resume(
     peer: SocketAddr,
     ray: &str,
 ) -> Response<Body> {
+    let count = |outcome: &str| {
+        if let Some(m) = edge.metrics.get() {
+            m.edge_resumes_total
+                .with_label_values(&[&app.hostname, outcome])
+                .inc();
+        }
+    };
     let refuse = |status, why: &str| {
         edge.activity.refused();
+        count("refused");
         info!(%peer, %host, %identity, ray, "resume refused: {why}");
         refusal(status, why, ray)
     };
@@ -304,6 +312,7 @@ pub(super) async fn resume(
         window: app.resume_window,
         delivered,
     };
+    count("resumed");
     switching_protocols(accept, ray, true, Some(&offer))
 }
 

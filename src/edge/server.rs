@@ -411,6 +411,14 @@ impl Stream {
                 let result =
                     super::resume::run(&mut origin, ws, opts, r, self.window, peer, &ray).await;
                 self.streams.remove(&id);
+                // A broken link is all `run` returns only once the window passed.
+                if let (Some(m), Err(e)) = (&self.metrics, &result)
+                    && e.is_link_failure()
+                {
+                    m.edge_resumes_total
+                        .with_label_values(&[&self.app_label, "expired"])
+                        .inc();
+                }
                 result
             }
         };
