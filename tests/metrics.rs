@@ -63,10 +63,15 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// The metrics of `addr` once the gauge `open` reads 0 (within 30 s; then as they are).
 fn settled(addr: SocketAddr, open: &str) -> String {
+    scrape_until(addr, open, 0.0)
+}
+
+/// The metrics of `addr` once `series` reads `value` (within 30 s; then as they are).
+fn scrape_until(addr: SocketAddr, series: &str, value: f64) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = get(addr, "/metrics");
-        if sample(&text, open) == Some(0.0) || Instant::now() > deadline {
+        if sample(&text, series) == Some(value) || Instant::now() > deadline {
             return text;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -238,18 +243,8 @@ fn a_resumed_stream_is_counted_by_client_and_edge() {
         "a WebSocket to kill"
     );
     round(b'b');
-    let scraped = |addr: SocketAddr, series: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = get(addr, "/metrics");
-            if sample(&text, series) == Some(1.0) || Instant::now() > deadline {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     let resumed = "tunnel_resumes_total{outcome=\"resumed\",tunnel=\"db.test\"}";
-    let client = scraped(r.tcp_metrics, resumed);
+    let client = scrape_until(r.tcp_metrics, resumed, 1.0);
     assert_eq!(sample(&client, resumed), Some(1.0), "{client}");
     assert_eq!(
         sample(
@@ -261,7 +256,7 @@ fn a_resumed_stream_is_counted_by_client_and_edge() {
     );
     promtool_accepts(&client);
     let edge_resumed = "tunnel_edge_resumes_total{app=\"db.test\",outcome=\"resumed\"}";
-    let edge = scraped(r.edge_metrics, edge_resumed);
+    let edge = scrape_until(r.edge_metrics, edge_resumed, 1.0);
     assert_eq!(sample(&edge, edge_resumed), Some(1.0), "{edge}");
     promtool_accepts(&edge);
 }

@@ -132,28 +132,10 @@ fn tunnels(edge: &Edge, names: &[(&str, &str)]) -> String {
     s
 }
 
-/// The address `tunnel up` serves tunnel `name` on: its latest "listening on" line
+/// The address of `tunnel up`'s tunnel `name` from its `nth` "listening on" line
 /// (a changed tunnel logs a new one when it restarts).
-fn listening_for(p: &Proc, name: &str, nth: usize) -> SocketAddr {
-    let tag = format!(" (tunnel {name})");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = p.stderr();
-        let found: Vec<SocketAddr> = log
-            .lines()
-            .filter(|l| l.ends_with(&tag))
-            .filter_map(|l| l.split("listening on ").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-            .collect();
-        if let Some(addr) = found.get(nth) {
-            return *addr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no listening line #{nth} for tunnel {name}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn listening_for(p: &mut Proc, name: &str, nth: usize) -> SocketAddr {
+    p.nth_listening_ending(nth, &format!(" (tunnel {name})"))
 }
 
 fn refused(addr: SocketAddr) -> bool {
@@ -175,8 +157,8 @@ fn reload_adds_removes_and_changes_tunnels_while_a_live_connection_flows() {
     );
     let env = [("UP_ID", "ci.access"), ("UP_SECRET", "s3cret")];
     let mut p = Proc::spawn(bin(), ["up", "--config", config.to_str().unwrap()], &env);
-    let keep = listening_for(&p, "keep", 0);
-    let dropped = listening_for(&p, "drop", 0);
+    let keep = listening_for(&mut p, "keep", 0);
+    let dropped = listening_for(&mut p, "drop", 0);
 
     // A live connection on the unchanged tunnel: half the data now, half after.
     let data: Vec<u8> = (0..4 * 1024 * 1024u32)
@@ -205,8 +187,8 @@ fn reload_adds_removes_and_changes_tunnels_while_a_live_connection_flows() {
         ),
     );
     p.wait_for("reloaded", Duration::from_secs(30));
-    let changed = listening_for(&p, "change", 1);
-    let added = listening_for(&p, "new", 0);
+    let changed = listening_for(&mut p, "change", 1);
+    let added = listening_for(&mut p, "new", 0);
     assert!(refused(dropped), "the dropped tunnel stopped accepting");
     assert_eq!(echo(changed, b"changed"), b"changed");
     assert_eq!(echo(added, b"added"), b"added");

@@ -93,6 +93,12 @@ impl Proc {
 
     /// Wait for the `n`th (0-based) `listening on ADDR` line and return its ADDR.
     pub fn nth_listening(&mut self, n: usize) -> SocketAddr {
+        self.nth_listening_ending(n, "")
+    }
+
+    /// Wait for the `n`th (0-based) `listening on ADDR` line that ends with `tag`
+    /// (`tunnel up` ends each with ` (tunnel NAME)`) and return its ADDR.
+    pub fn nth_listening_ending(&mut self, n: usize, tag: &str) -> SocketAddr {
         let deadline = Instant::now() + super::READY;
         loop {
             self.wait_for(
@@ -102,6 +108,7 @@ impl Proc {
             let found: Vec<SocketAddr> = self
                 .stderr()
                 .lines()
+                .filter(|l| l.ends_with(tag))
                 .filter_map(|l| l.split("listening on ").nth(1))
                 .filter_map(|rest| rest.split_whitespace().next())
                 .filter_map(|a| a.parse().ok())
@@ -110,7 +117,7 @@ impl Proc {
                 return *addr;
             }
             if Instant::now() >= deadline {
-                panic!("no listening line #{n}; stderr:\n{}", self.stderr());
+                panic!("no listening line #{n}{tag}; stderr:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
