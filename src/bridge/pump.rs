@@ -325,6 +325,9 @@ where
         // Between polls `up_buf` holds at most the header room, never data.
         self.up_buf.release();
         self.rx_buf.release();
+        if let Some(s) = self.session.as_deref_mut() {
+            s.release();
+        }
     }
 
     /// Keepalive and idle checks; `Pending` once the timer is armed again,

@@ -151,13 +151,19 @@ impl Session {
             });
         }
         let drop = (acked.min(self.read) - self.acked.min(self.read)) as usize;
+        // The allocation stays for the next message (no allocation per message on
+        // a busy stream); the pump's idle release gives it back ([`Session::release`]).
         self.replay.advance(drop);
-        if self.replay.is_empty() {
-            // Give the allocation back: an idle connection holds nothing.
-            self.replay = BytesMut::new();
-        }
         self.acked = acked;
         Ok(())
+    }
+
+    /// The connection is idle: give back the replay buffer's allocation when
+    /// nothing waits for an acknowledgement, so an idle stream holds nothing.
+    pub(super) fn release(&mut self) {
+        if self.replay.is_empty() && self.replay.capacity() > 0 {
+            self.replay = BytesMut::new();
+        }
     }
 
     /// An acknowledgement is worth sending now: `idle` when nothing more from the
@@ -211,6 +217,20 @@ mod tests {
         assert!(!eof, "the peer has our EOF");
         assert!(s.rewind(5).is_err(), "acks never go back");
         assert!(s.on_ack(13).is_err(), "nothing past what was sent");
+    }
+
+    #[test]
+    fn an_acked_buffer_is_kept_while_busy_and_released_when_idle() {
+        let mut s = Session::new(1 << 20);
+        s.on_read(b"query");
+        s.on_ack(5).unwrap();
+        assert!(s.replay.capacity() > 0, "kept for the next message");
+        s.on_read(b"unacked");
+        s.release();
+        assert!(s.replay.capacity() > 0, "bytes waiting for an ack stay");
+        s.on_ack(12).unwrap();
+        s.release();
+        assert_eq!(s.replay.capacity(), 0, "an idle stream holds nothing");
     }
 
     #[test]
