@@ -98,7 +98,7 @@ async fn start_edge(
     dir: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> Result<(std::net::SocketAddr, String), Error> {
-    let secret = random_hex();
+    let secret = crate::protocol::random_hex(16);
     let toml = format!(
         r#"listen = "127.0.0.1:0"
 auth_domain = "auth.demo.test"
@@ -167,10 +167,4 @@ async fn echo(listener: TcpListener) {
             let _ = w.shutdown().await;
         });
     }
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 16];
-    crate::protocol::random_fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

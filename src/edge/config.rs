@@ -510,7 +510,7 @@ fn login_limits(raw: RawLoginLimits) -> Result<LoginLimits, String> {
 /// hostname pattern, so it is stable across restarts and machines.
 pub fn derive_aud(hostname: &str) -> String {
     let digest = crate::protocol::sha256(format!("tunnel-aud:{hostname}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::protocol::hex(&digest)
 }
 
 fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {

@@ -212,8 +212,6 @@ pub fn login(edge: &Edge, path: &str, query: &str, headers: &HeaderMap) -> Respo
         return text(StatusCode::FORBIDDEN, "not allowed into this app");
     }
     let now = now_secs();
-    let mut jti = [0u8; 16];
-    protocol::random_fill(&mut jti);
     let code = edge.issuer.sign(&CodeClaims {
         claims: Claims {
             aud: super::issuer::Audience::Many(vec![app.aud.clone()]),
@@ -227,7 +225,7 @@ pub fn login(edge: &Edge, path: &str, query: &str, headers: &HeaderMap) -> Respo
             kind: KIND_CODE.into(),
         },
         host: app_host.clone(),
-        jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+        jti: protocol::random_hex(16),
     });
     let scheme = crate::protocol::http_scheme(edge.tls.is_some());
     let location = format!(
@@ -279,7 +277,7 @@ pub fn app_session_cookie(edge: &Edge) -> String {
     format!(
         "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
         protocol::APP_SESSION_COOKIE,
-        super::login::random_hex()
+        protocol::random_hex(16)
     )
 }
 

@@ -133,10 +133,7 @@ impl Issuer {
         let PublicKeyComponents { n, e } =
             PublicKeyComponents::<Vec<u8>>::from(aws_lc_rs::signature::KeyPair::public_key(&key));
         let decoding = DecodingKey::from_rsa_raw_components(&n, &e);
-        let kid: String = crate::protocol::sha256(&[&n[..], &e[..]].concat())[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let kid = crate::protocol::hex(&crate::protocol::sha256(&[&n[..], &e[..]].concat())[..16]);
         let jwks = serde_json::json!({
             "keys": [{
                 "kid": kid,

@@ -408,7 +408,7 @@ fn form(
     status: StatusCode,
     secure: bool,
 ) -> Response<Body> {
-    let csrf = random_hex();
+    let csrf = crate::protocol::random_hex(16);
     let error = error
         .map(|e| format!("<p id=\"error\">{}</p>", escape(e)))
         .unwrap_or_default();
@@ -473,13 +473,6 @@ fn show_addr(ip: IpAddr) -> String {
             .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         IpAddr::V4(v4) => v4.to_string(),
     }
-}
-
-/// 128 random bits as hex.
-pub fn random_hex() -> String {
-    let mut b = [0u8; 16];
-    crate::protocol::random_fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Whether a request's `Origin` (when the browser sent one) is this very host; a

@@ -129,11 +129,23 @@ fn token(s: &str) -> Option<String> {
         .then(|| s.to_string())
 }
 
-/// `n` random bytes as lower-case hex (stream ids, resume tickets).
+/// `n` random bytes as lower-case hex (stream ids, resume tickets, CSRF tokens,
+/// code ids, generated secrets).
 pub fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     random_fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex(&b)
+}
+
+/// `bytes` as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Response header our edge sets on a refusal, naming the reason in a few words
@@ -280,10 +292,6 @@ mod tests {
             hex(&sha256(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
     #[test]
