@@ -9,7 +9,8 @@
 //!
 //! - **up** (local -> WebSocket): read straight into a reusable buffer behind
 //!   [`MAX_HEADER`](crate::frame::MAX_HEADER) bytes of room, write the frame header into that room, mask in
-//!   place (clients), and hand header and payload to the socket in one write. Read
+//!   place (clients), and hand header and payload to the socket in one write (on a
+//!   resumable stream the room also holds a due acknowledgement, see [`resume`]). Read
 //!   again only once the socket has taken the whole frame.
 //! - **down** (WebSocket -> local): read into a reusable buffer, parse a header, and
 //!   write the payload to the local side straight out of that buffer (unmasked in

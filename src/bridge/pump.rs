@@ -11,6 +11,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::buffer::ReadBuffer;
 use super::decode::{Decoder, Event};
+use super::resume::ACK_FRAME;
 use super::{
     BridgeError, CLOSE_WAIT, IDLE_RELEASE, MAX_READ, Options, Session, Stats, WebSocket, keepalive,
 };
@@ -129,6 +130,8 @@ where
         session: Option<&'a mut Session>,
     ) -> Self {
         let now = Instant::now();
+        // A resumable stream's acknowledgement rides in front of a data frame.
+        let room = MAX_HEADER + if session.is_some() { ACK_FRAME } else { 0 };
         Pump {
             local,
             session,
@@ -139,7 +142,7 @@ where
             masks: MaskKeys::new(),
             up: Up::Open,
             local_eof: false,
-            up_buf: ReadBuffer::new(MAX_HEADER, BytesMut::new()),
+            up_buf: ReadBuffer::new(room, BytesMut::new()),
             out: BytesMut::new(),
             io_unflushed: false,
             pong: None,
@@ -197,6 +200,8 @@ where
             return Ok(false);
         };
         s.on_ack(acked)?;
+        // The replay buffer may be empty now: let the idle timer look at it.
+        self.arm_release();
         Ok(true)
     }
 
@@ -227,31 +232,50 @@ where
         Ok(())
     }
 
-    /// An acknowledgement pong, when one is due (`idle`: nothing from the peer
-    /// waits to be delivered).
-    fn take_ack(&mut self, idle: bool) -> Option<BytesMut> {
-        let ack = self.session.as_deref_mut()?.take_ack(idle)?;
+    /// An acknowledgement pong, when one is due (`any`: however little; otherwise
+    /// only a busy stream's or one the idle timer asked for).
+    fn take_ack(&mut self, any: bool) -> Option<BytesMut> {
+        let ack = self.session.as_deref_mut()?.take_ack(any)?;
         Some(self.control(OpCode::Pong, &ack))
     }
 
     /// A control frame (or an empty data frame) with `payload`, ready to write.
     fn control(&mut self, opcode: OpCode, payload: &[u8]) -> BytesMut {
-        let mask = (self.role == Role::Client).then(|| self.masks.next_key());
-        let h = frame::header_len(payload.len(), mask.is_some());
-        let mut b = BytesMut::zeroed(h + payload.len());
-        frame::write_header(&mut b[..h], opcode, mask, payload.len());
-        b[h..].copy_from_slice(payload);
-        if let Some(key) = mask {
-            frame::apply_mask(&mut b[h..], key, 0);
-        }
+        let mut b = BytesMut::zeroed(self.control_len(payload.len()));
+        self.write_control(&mut b, opcode, payload);
         b
     }
 
-    /// Our close frame: the peer's status code echoed, or none.
+    /// Bytes a control frame with `len` bytes of payload takes.
+    fn control_len(&self, len: usize) -> usize {
+        frame::header_len(len, self.role == Role::Client) + len
+    }
+
+    /// Write a control frame with `payload` into `out`, which is
+    /// [`Pump::control_len`] long.
+    fn write_control(&mut self, out: &mut [u8], opcode: OpCode, payload: &[u8]) {
+        let mask = (self.role == Role::Client).then(|| self.masks.next_key());
+        let h = frame::header_len(payload.len(), mask.is_some());
+        frame::write_header(&mut out[..h], opcode, mask, payload.len());
+        out[h..].copy_from_slice(payload);
+        if let Some(key) = mask {
+            frame::apply_mask(&mut out[h..], key, 0);
+        }
+    }
+
+    /// Our close frame: the peer's status code echoed, or none. On a resumable
+    /// stream a due acknowledgement goes first: it is our last chance to send one.
     fn close_frame(&mut self) -> BytesMut {
         self.close.queue();
         let code = self.close_code;
-        self.control(OpCode::Close, code.as_ref().map_or(&[][..], |c| &c[..]))
+        let close = self.control(OpCode::Close, code.as_ref().map_or(&[][..], |c| &c[..]));
+        match self.take_ack(true) {
+            Some(mut ack) => {
+                ack.unsplit(close);
+                ack
+            }
+            None => close,
+        }
     }
 
     /// Both directions are done: send our close (if not yet), flush, and wait a
@@ -265,8 +289,7 @@ where
         self.timer.as_mut().reset(deadline);
         let _ = self.timer.as_mut().poll(cx);
         if !self.close.sent() {
-            let mut close = self.take_ack(true).unwrap_or_default();
-            close.unsplit(self.close_frame());
+            let close = self.close_frame();
             if self.out.is_empty() {
                 self.out = close;
             } else {
@@ -332,7 +355,8 @@ where
 
     /// Keepalive and idle checks; `Pending` once the timer is armed again,
     /// `Ready(Ok(true))` when the connection should end now without error,
-    /// `Ready(Ok(false))` when a ping just became due (the up direction sends it).
+    /// `Ready(Ok(false))` when a ping or an acknowledgement just became due (the up
+    /// direction sends it).
     ///
     /// The timer is armed for the earliest thing that can happen next, never in
     /// the past: a connection that waits (idle, or blocked on a frozen peer) wakes
@@ -353,6 +377,10 @@ where
             let one_way = self.up == Up::Done || self.down == Down::Done;
             if one_way && now >= self.last_data + self.opts.half_open_idle {
                 return Poll::Ready(Err(BridgeError::HalfOpenIdle(now - self.last_data)));
+            }
+            if self.session.as_deref_mut().is_some_and(Session::flush_ack) {
+                // Nothing carried the acknowledgement: the up direction sends it.
+                return Poll::Ready(Ok(false));
             }
             let active = self.last_data.max(self.keepalive.last_heard());
             if now >= active + IDLE_RELEASE {

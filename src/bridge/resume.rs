@@ -6,7 +6,10 @@
 //! written, plus one once the peer's EOF was passed on) and reports that count to
 //! the peer in an acknowledgement: an unsolicited pong (RFC 6455 5.5.3 allows them)
 //! carrying the count as 8 bytes, big-endian. Our pings are empty, so a pong of 8
-//! bytes is never an answer to one. What a side read locally stays in its replay
+//! bytes is never an answer to one. An acknowledgement costs no write of its own
+//! while data flows the other way: it rides in front of the next data frame. A busy
+//! one-way stream sends one every [`ACK_EVERY`] bytes; otherwise the pump's idle
+//! timer sends what is due (see [`Session::flush_ack`]). What a side read locally stays in its replay
 //! buffer until the peer acknowledges it; when the buffer holds [`Session::limit`]
 //! bytes the local side is not read (backpressure). After a new WebSocket is
 //! established, each side learns the peer's delivered count from the handshake and
@@ -20,6 +23,8 @@ pub const REPLAY_LIMIT: usize = 512 * 1024;
 pub const ACK_EVERY: u64 = 64 * 1024;
 /// Payload length of an acknowledgement pong.
 pub const ACK_LEN: usize = 8;
+/// Most bytes an acknowledgement pong takes on the wire (masked, from a client).
+pub const ACK_FRAME: usize = 2 + 4 + ACK_LEN;
 
 /// The peer's count in a handshake is not possible for this stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +42,6 @@ pub struct BadAck {
 
 /// The offsets and replay buffer of one resumable connection; lives as long as the
 /// connection, across WebSockets.
-#[derive(Debug)]
 pub struct Session {
     /// Bytes read from the local side.
     read: u64,
@@ -53,8 +57,26 @@ pub struct Session {
     peer_eof: bool,
     /// The last count sent in an acknowledgement.
     ack_sent: u64,
+    /// Send what is due with the next chance, however little ([`Session::flush_ack`]).
+    ack_flush: bool,
     /// Most bytes the replay buffer holds before the local side waits.
     limit: usize,
+}
+
+/// Offsets only: the replay buffer holds the user's bytes, which never reach a log.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("read", &self.read)
+            .field("eof", &self.eof)
+            .field("acked", &self.acked)
+            .field("replay_len", &self.replay.len())
+            .field("delivered", &self.delivered)
+            .field("peer_eof", &self.peer_eof)
+            .field("ack_sent", &self.ack_sent)
+            .field("limit", &self.limit)
+            .finish()
+    }
 }
 
 impl Session {
@@ -68,6 +90,7 @@ impl Session {
             delivered: 0,
             peer_eof: false,
             ack_sent: 0,
+            ack_flush: false,
             limit: limit.max(1),
         }
     }
@@ -166,15 +189,32 @@ impl Session {
         }
     }
 
-    /// An acknowledgement is worth sending now: `idle` when nothing more from the
-    /// peer is waiting to be delivered. Returns the payload and marks it sent.
-    pub(super) fn take_ack(&mut self, idle: bool) -> Option<[u8; ACK_LEN]> {
+    /// An acknowledgement is worth sending now: `any` takes whatever is due (it
+    /// rides along a data frame at no cost); otherwise only a busy stream's
+    /// [`ACK_EVERY`] or a flush the idle timer asked for. Returns the payload and
+    /// marks it sent.
+    pub(super) fn take_ack(&mut self, any: bool) -> Option<[u8; ACK_LEN]> {
         let due = self.delivered - self.ack_sent;
-        if due == 0 || (!idle && due < ACK_EVERY) {
+        if due == 0 || !(any || self.ack_flush || due >= ACK_EVERY) {
             return None;
         }
         self.ack_sent = self.delivered;
+        self.ack_flush = false;
         Some(self.delivered.to_be_bytes())
+    }
+
+    /// Delivered positions wait for an acknowledgement.
+    pub(super) fn ack_due(&self) -> bool {
+        self.delivered > self.ack_sent
+    }
+
+    /// The connection went quiet with an acknowledgement due: send it with the
+    /// next chance even if small. Whether that is news (false when already asked
+    /// for, or nothing is due), so a timer does not ask twice.
+    pub(super) fn flush_ack(&mut self) -> bool {
+        let news = self.ack_due() && !self.ack_flush;
+        self.ack_flush |= news;
+        news
     }
 
     /// A new WebSocket replaces the old one; the peer has delivered `peer_has`
@@ -184,6 +224,7 @@ impl Session {
         self.on_ack(peer_has)?;
         // Whatever we acknowledged before is what the peer starts from now.
         self.ack_sent = self.delivered;
+        self.ack_flush = false;
         let eof_again = self.eof && peer_has <= self.read;
         Ok((&self.replay[..], eof_again))
     }
@@ -220,6 +261,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_offsets_never_the_bytes() {
+        let mut s = Session::new(64);
+        s.on_read(b"hunter2");
+        let shown = format!("{s:?}");
+        assert!(shown.contains("replay_len: 7"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn an_acked_buffer_is_kept_while_busy_and_released_when_idle() {
         let mut s = Session::new(1 << 20);
         s.on_read(b"query");
@@ -234,17 +284,25 @@ mod tests {
     }
 
     #[test]
-    fn acks_are_sent_when_idle_or_every_ack_every_bytes() {
+    fn acks_ride_along_data_or_go_every_ack_every_bytes_or_when_flushed() {
         let mut s = Session::new(10);
         assert_eq!(s.take_ack(true), None);
+        assert!(!s.flush_ack(), "nothing to flush");
         s.on_delivered(5);
         assert_eq!(s.take_ack(false), None);
         assert_eq!(s.take_ack(true), Some(5u64.to_be_bytes()));
-        s.on_delivered(ACK_EVERY as usize);
-        assert_eq!(s.take_ack(false), Some((5 + ACK_EVERY).to_be_bytes()));
+        s.on_delivered(3);
+        assert!(s.flush_ack());
+        assert!(!s.flush_ack(), "asked for once");
+        assert_eq!(s.take_ack(false), Some(8u64.to_be_bytes()));
+        assert!(!s.ack_due());
+        s.on_delivered(ACK_EVERY as usize - 1);
+        assert_eq!(s.take_ack(false), None, "not busy enough");
+        s.on_delivered(1);
+        assert_eq!(s.take_ack(false), Some((8 + ACK_EVERY).to_be_bytes()));
         s.on_peer_eof();
         s.on_peer_eof();
-        assert_eq!(s.delivered(), 6 + ACK_EVERY);
+        assert_eq!(s.delivered(), 9 + ACK_EVERY);
         assert!(!s.complete());
         s.on_local_eof();
         s.on_ack(1).unwrap();

@@ -52,7 +52,13 @@ where
                     Poll::Ready(Ok(n)) => {
                         self.data.advance(n);
                         if let Some(s) = self.session.as_deref_mut() {
+                            let quiet = !s.ack_due();
                             s.on_delivered(n);
+                            if quiet {
+                                // The idle timer sends the acknowledgement if no
+                                // data frame carries it first.
+                                self.arm_release();
+                            }
                         }
                         self.local_unflushed = true;
                         progress = true;

@@ -65,7 +65,7 @@ where
                 self.out = self.control(OpCode::Ping, &[]);
                 continue;
             }
-            if let Some(ack) = self.take_ack(self.data.is_empty()) {
+            if let Some(ack) = self.take_ack(false) {
                 self.out = ack;
                 continue;
             }
@@ -114,7 +114,8 @@ where
                     self.arm_release();
                 }
                 if let Some(s) = self.session.as_deref_mut() {
-                    s.on_read(&self.up_buf.buf[MAX_HEADER..MAX_HEADER + n]);
+                    let room = self.up_buf.room;
+                    s.on_read(&self.up_buf.buf[room..room + n]);
                 }
                 self.stats.up += n as u64;
                 self.last_data = Instant::now();
@@ -142,17 +143,30 @@ where
     }
 
     /// Turn the `n` bytes read behind the header room into one binary frame, in
-    /// place: header written into the room, payload masked where it lies.
+    /// place: header written into the room, payload masked where it lies. A due
+    /// acknowledgement goes in the room too, in front, so it costs no write.
     fn frame_up(&mut self, n: usize) -> BytesMut {
         let mask = (self.role == Role::Client).then(|| self.masks.next_key());
         let h = frame::header_len(n, mask.is_some());
-        let start = MAX_HEADER - h;
-        let buf = &mut self.up_buf.buf;
-        frame::write_header(&mut buf[start..MAX_HEADER], OpCode::Binary, mask, n);
+        let room = self.up_buf.room;
+        let mut start = room - h;
+        let mut buf = std::mem::take(&mut self.up_buf.buf);
+        frame::write_header(&mut buf[start..room], OpCode::Binary, mask, n);
         if let Some(key) = mask {
-            frame::apply_mask(&mut buf[MAX_HEADER..], key, 0);
+            frame::apply_mask(&mut buf[room..], key, 0);
+        }
+        if let Some(ack) = self.session.as_deref_mut().and_then(|s| s.take_ack(true)) {
+            let len = self.control_len(ack.len());
+            debug_assert!(
+                len <= room - MAX_HEADER,
+                "the room holds an acknowledgement"
+            );
+            start -= len;
+            self.write_control(&mut buf[start..start + len], OpCode::Pong, &ack);
         }
         buf.advance(start);
-        buf.split()
+        let frame = buf.split();
+        self.up_buf.buf = buf;
+        frame
     }
 }
