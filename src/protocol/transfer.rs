@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
-use crypto_box::aead::{Aead, AeadCore, OsRng};
+use crypto_box::aead::Aead;
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +74,7 @@ impl KeyPair {
     /// A fresh key pair from the OS random source.
     pub fn generate() -> KeyPair {
         KeyPair {
-            secret: SecretKey::generate(&mut OsRng),
+            secret: random_secret(),
         }
     }
 
@@ -100,12 +100,21 @@ impl KeyPair {
     }
 }
 
+/// A secret key from the project's one random source (aws-lc-rs).
+fn random_secret() -> SecretKey {
+    let mut bytes = [0u8; crypto_box::KEY_SIZE];
+    super::random_fill(&mut bytes);
+    SecretKey::from(bytes)
+}
+
 /// Seal `handoff` for the client whose transfer id is `client_id`, with a fresh
 /// ephemeral key of ours.
 pub fn seal(handoff: &Handoff, client_id: &str) -> Result<Sealed, TransferError> {
     let client = decode_key(client_id)?;
-    let ours = SecretKey::generate(&mut OsRng);
-    let nonce = SalsaBox::generate_nonce(&mut OsRng);
+    let ours = random_secret();
+    let mut nonce = [0u8; NONCE_LEN];
+    super::random_fill(&mut nonce);
+    let nonce = crypto_box::Nonce::from(nonce);
     let plain = serde_json::to_vec(handoff).map_err(|_| TransferError::Payload)?;
     let boxed = SalsaBox::new(&client, &ours)
         .encrypt(&nonce, plain.as_slice())
