@@ -192,6 +192,9 @@ pub fn load(
         if listen.is_empty() {
             return Err(at("`listen` is empty; give one or more host:port".into()));
         }
+        for a in &listen {
+            listen::parse_url("`listen`", a).map_err(|e| at(e.to_string()))?;
+        }
         let service_token = service_token(&t, dir).map_err(at)?;
         let keepalive_interval = duration(
             "keepalive_interval",
@@ -274,9 +277,14 @@ fn unique<'a>(tunnels: impl Iterator<Item = &'a Tunnel> + Clone) -> Result<(), S
     }
     let mut addrs = BTreeMap::new();
     for t in tunnels.clone() {
-        // Port 0 ("any free port") may repeat.
-        for a in t.listen.iter().filter(|a| !a.trim().ends_with(":0")) {
-            if let Some(other) = addrs.insert(a.trim().to_ascii_lowercase(), t.name.as_str()) {
+        // Port 0 ("any free port") may repeat. Compared as parsed (`load` checked
+        // them), so ` 127.0.0.1:22` and `tcp://127.0.0.1:22` are one address.
+        let parsed = t.listen.iter().filter_map(|a| {
+            let hp = listen::parse_url("`listen`", a).ok()?;
+            (hp.port() != Some(0)).then(|| (a, hp.to_string().to_ascii_lowercase()))
+        });
+        for (a, key) in parsed {
+            if let Some(other) = addrs.insert(key, t.name.as_str()) {
                 return Err(format!(
                     "listen address {a} is used by tunnels {other:?} and {:?}",
                     t.name

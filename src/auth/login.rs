@@ -95,7 +95,7 @@ impl AuthConfig {
         };
         self.scheme == "http"
             && match &self.connect_to {
-                Some(to) => loopback(binding::split_domain(to).0),
+                Some(to) => binding::split_domain(to).is_some_and(|(h, _)| loopback(h)),
                 None => loopback(&self.host),
             }
     }
@@ -273,7 +273,9 @@ impl Authenticator {
         }
         let first = self.client(&[self.cfg.host.as_str()], REQUEST_TIMEOUT)?;
         let (jwt, unverified) = discovery::fetch(&first, &self.cfg.app_url()).await?;
-        let auth_host = binding::split_domain(&unverified.auth_domain).0.to_string();
+        let auth_host = binding::split_domain(&unverified.auth_domain)
+            .map_or(unverified.auth_domain.as_str(), |(h, _)| h)
+            .to_string();
         let http = self.client(
             &[self.cfg.host.as_str(), auth_host.as_str()],
             REQUEST_TIMEOUT,

@@ -368,17 +368,12 @@ fn app(
         return Err(format!("{at}: hostname appears twice"));
     }
     let upstream = match (a.origin, a.destinations) {
-        (Some(o), None) => {
-            check_host_port(&o).map_err(|_| format!("{at}: origin {o:?} is not host:port"))?;
-            Upstream::Origin(o)
-        }
-        (None, Some(d)) if !d.is_empty() => {
-            for x in &d {
-                check_host_port(x)
-                    .map_err(|_| format!("{at}: destination {x:?} is not host:port"))?;
-            }
-            Upstream::Destinations(d)
-        }
+        (Some(o), None) => Upstream::Origin(host_port(&format!("{at} origin"), &o)?),
+        (None, Some(d)) if !d.is_empty() => Upstream::Destinations(
+            d.iter()
+                .map(|x| host_port(&format!("{at} destination"), x))
+                .collect::<Result<_, _>>()?,
+        ),
         _ => {
             return Err(format!(
                 "{at}: set exactly one of origin and destinations (non-empty)"
@@ -536,13 +531,12 @@ fn valid_pattern(host: &str) -> bool {
         })
 }
 
-fn check_host_port(s: &str) -> Result<(), ()> {
-    let (host, port) = s.rsplit_once(':').ok_or(())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(());
-    }
-    Ok(())
+/// An `origin` or `destinations` entry, checked and written the one way
+/// ([`crate::protocol::host_port`]) so the edge dials and compares that form.
+fn host_port(what: &str, value: &str) -> Result<String, String> {
+    crate::protocol::host_port::parse(what, value, crate::protocol::host_port::Port::Required)
+        .map(|hp| hp.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// One line from a TOML error: the message plus the line it points at.
