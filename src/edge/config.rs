@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::host_port::{self, Port};
 use crate::secret::Secret;
 
 /// A config file that cannot be used, with the reason on one line.
@@ -232,12 +233,8 @@ impl Config {
             ));
         }
         let auth_domain = raw.auth_domain.trim().to_ascii_lowercase();
-        if auth_domain.is_empty() || auth_domain.contains(['/', ' ', '@']) {
-            return Err(format!(
-                "auth_domain = {:?} must be a host name (with an optional port), e.g. auth.example.test",
-                raw.auth_domain
-            ));
-        }
+        host_port::parse("auth_domain", &raw.auth_domain, Port::Optional)
+            .map_err(|e| e.to_string())?;
 
         let (service_tokens, names) = service_tokens(raw.service_tokens)?;
         let users = users(raw.users)?;
@@ -534,7 +531,7 @@ fn valid_pattern(host: &str) -> bool {
 /// An `origin` or `destinations` entry, checked and written the one way
 /// ([`crate::protocol::host_port`]) so the edge dials and compares that form.
 fn host_port(what: &str, value: &str) -> Result<String, String> {
-    crate::protocol::host_port::parse(what, value, crate::protocol::host_port::Port::Required)
+    host_port::parse(what, value, Port::Required)
         .map(|hp| hp.to_string())
         .map_err(|e| e.to_string())
 }
@@ -589,6 +586,13 @@ client_secret = "s3cret"
         assert_eq!(c.login_limits.address_attempts, 3);
         assert_eq!(c.login_limits.address_window, Duration::from_millis(500));
         assert_eq!(c.login_limits.account_attempts, 10);
+        // host:port values by the one parser: written back in its form.
+        let text = GOOD
+            .replace("auth.example.test", "Auth.Example.test:8443")
+            .replace("127.0.0.1:5432", " [::1]:5432 ");
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.auth_domain, "auth.example.test:8443");
+        assert!(matches!(&c.apps[0].upstream, Upstream::Origin(o) if o == "[::1]:5432"));
     }
 
     #[test]
@@ -652,6 +656,14 @@ client_secret = "s3cret"
             (
                 "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\nstats_interval = \"0s\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
                 "stats_interval",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"auth.test:\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
+                "invalid auth_domain \"auth.test:\": the port is empty",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"::1:22\"\nallow=[\"a@b\"]",
+                "invalid apps[0] (x) origin \"::1:22\": an IPv6 address needs brackets",
             ),
         ];
         for (text, needle) in cases {
