@@ -149,9 +149,10 @@ impl Tunnel {
 }
 
 /// Read and validate the file at `path`: every tunnel's flags are checked as `tcp`
-/// would check them (which builds its [`Target`], once, sharing `locks` when given),
-/// names and listen addresses are unique, and named environment variables and token
-/// files exist. Errors name the file (and line, for syntax).
+/// would check them (which builds its [`Target`](crate::client::target::Target),
+/// once, sharing `locks` when given), names and listen addresses are unique, and
+/// named environment variables and token files exist. Errors name the file (and
+/// line, for syntax).
 pub fn load(
     path: &Path,
     locks: Option<&Arc<OrgLocks>>,
