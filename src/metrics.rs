@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::protocol::host_port::{self, Port};
+
 /// Buckets for dial and connect latencies (seconds): 1 ms to 30 s.
 const LATENCY: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -220,9 +222,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
     }
 }
 
-/// Bind `addr` for [`serve`]; the error names the flag and what to do.
+/// Bind `addr` (`host:port`, by the one parser's rules: [`host_port`]) for
+/// [`serve`]; the error names the flag and what to do.
 pub async fn bind(addr: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let at = host_port::parse("--metrics", addr, Port::Listen).map_err(|e| e.to_string())?;
+    let port = at.port().unwrap_or(0);
+    TcpListener::bind((at.host(), port)).await.map_err(|e| {
         format!("cannot listen on --metrics {addr}: {e}; pick another address, e.g. 127.0.0.1:9090")
     })
 }

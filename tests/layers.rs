@@ -162,3 +162,48 @@ fn the_reader_sees_grouped_imports() {
     let names = crate_paths("use crate::{auth::x, edge, self};\nlet a = crate::client::y;");
     assert_eq!(names, ["auth", "edge", "client"]);
 }
+
+/// README "Development" names every source file in its module map: a module as
+/// `` `name` ``, a file split off a module by its path (`` `pump/down.rs` ``).
+#[test]
+fn the_readme_module_map_names_every_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("### Module map")
+        .expect("README has a module map");
+    let map = &readme[start..];
+    let map = &map[..map[1..].find("\n#").map_or(map.len(), |i| i + 1)];
+    let src = root.join("src");
+    let mut missing = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            let Some(stem) = rel.strip_suffix(".rs") else {
+                continue;
+            };
+            // `x/mod.rs` is the module `x`; `x.rs` is `x`; a file split off a module
+            // is named by its path from any folder down (`pump/down.rs`).
+            let name = stem.trim_end_matches("/mod");
+            let last = name.rsplit('/').next().unwrap();
+            let parts: Vec<&str> = rel.split('/').collect();
+            let named = map.contains(&format!("`{last}`"))
+                || (0..parts.len()).any(|i| map.contains(&format!("`{}`", parts[i..].join("/"))));
+            if !named {
+                missing.push(rel);
+            }
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "README's module map lacks {missing:?}");
+}

@@ -122,6 +122,33 @@ fn check_prints_the_plan_and_bad_files_name_the_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1 is used by tunnels"));
 }
 
+#[test]
+fn check_parses_listen_addresses_as_tcp_url_does() {
+    let dir = tempdir();
+    let config = dir.path().join("up.toml");
+    let check = |text: &str| {
+        write(&config, text);
+        run(
+            &["up", "--check", "--config", config.to_str().unwrap()],
+            &[],
+        )
+    };
+    // Refused by --check, not only when the tunnel starts, with the one parser's error.
+    let out = check("[[tunnels]]\nhostname = \"db.test\"\nlisten = \"127.0.0.1\"\n");
+    assert_exit(&out, 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid `listen` \"127.0.0.1\": the port is missing; expected host:port"),
+        "{stderr}"
+    );
+    // One address however it is spelled (`tcp://` and spaces are ignored, as by --url).
+    let out = check(
+        "[[tunnels]]\nhostname = \"a.test\"\nlisten = \"127.0.0.1:1\"\n[[tunnels]]\nhostname = \"b.test\"\nlisten = \" tcp://127.0.0.1:1/\"\n",
+    );
+    assert_exit(&out, 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is used by tunnels"));
+}
+
 fn tunnels(edge: &Edge, names: &[(&str, &str)]) -> String {
     let mut s = format!("connect_to = \"{}\"\n", edge.connect_to());
     for (name, extra) in names {

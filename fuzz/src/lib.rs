@@ -185,7 +185,8 @@ pub fn edge_config(data: &[u8]) {
     }
 }
 
-/// `data` (when UTF-8) as `--hostname`, `--destination` and `-H`; a hostname that
+/// `data` (when UTF-8) as `--hostname`, `--destination`, `-H` and a `host:port` in
+/// each mode; a hostname that
 /// parses must make a handshake request.
 pub fn hostname(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -198,6 +199,25 @@ pub fn hostname(data: &[u8]) {
     }
     let _ = target::parse_host_port("--destination", s);
     let _ = target::parse_header(s);
+    // The one host:port parser: what it accepts, it writes back in a form that
+    // parses to the same host and port; what it refuses, it says on one line.
+    use protocol::host_port::{self, Port};
+    for mode in [Port::Required, Port::Listen, Port::Optional] {
+        match host_port::parse("--x", s, mode) {
+            Ok(hp) => {
+                let again = hp.to_string();
+                assert_eq!(
+                    host_port::parse("--x", &again, mode),
+                    Ok(hp),
+                    "{s:?} -> {again:?}"
+                );
+                if mode != Port::Optional {
+                    assert!(hp.port().is_some(), "{s:?} has no port");
+                }
+            }
+            Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
+        }
+    }
 }
 
 /// `data` as the start of a frame, through the header parser alone, as each end

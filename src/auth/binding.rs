@@ -8,6 +8,7 @@
 //! and AUD under its own auth domain and receive that app's cached token.
 
 use super::jwt::TokenClaims;
+use crate::protocol::host_port::{self, Port};
 use crate::protocol::metadata::AppMetadata;
 
 /// The `iss` of tokens issued by `auth_domain`: `https://<auth_domain>`.
@@ -59,22 +60,25 @@ pub fn org_token_may_go_to(url: &reqwest::Url, auth_domain: &str, plain_ok: bool
     if !(tls || plain_ok && url.scheme() == "http") {
         return false;
     }
-    let (host, port) = split_domain(auth_domain);
+    let Some((host, port)) = split_domain(auth_domain) else {
+        return false;
+    };
     let default = if tls { 443 } else { 80 };
-    url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))
+    // `host_str` keeps an IPv6 address's brackets; the parser drops them.
+    url.host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .is_some_and(|h| h.eq_ignore_ascii_case(host))
         && url.port_or_known_default() == Some(port.unwrap_or(default))
         && url.username().is_empty()
         && url.path().starts_with(crate::protocol::LOGIN_PATH)
 }
 
-/// `auth.example.com:8443` -> (`auth.example.com`, Some(8443)).
-pub fn split_domain(domain: &str) -> (&str, Option<u16>) {
-    match domain.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            (h, p.parse().ok())
-        }
-        _ => (domain, None),
-    }
+/// `auth.example.com:8443` -> (`auth.example.com`, Some(8443)), by the one
+/// `host:port` parser ([`crate::protocol::host_port`]); `None` when `domain` is not
+/// a host with an optional port.
+pub fn split_domain(domain: &str) -> Option<(&str, Option<u16>)> {
+    let hp = host_port::parse("auth domain", domain, Port::Optional).ok()?;
+    Some((hp.host(), hp.port()))
 }
 
 /// Whether a cache file name `name` (`<app_hostname>-<aud>-token`, with `/` and `*`
@@ -196,6 +200,12 @@ mod tests {
             reqwest::Url::parse("http://localhost:7000/cdn-cgi/access/login/x").unwrap();
         assert!(org_token_may_go_to(&with_port, "localhost:7000", true));
         assert!(!org_token_may_go_to(&with_port, "localhost:7001", true));
+        let v6 = reqwest::Url::parse("http://[::1]:7000/cdn-cgi/access/login/x").unwrap();
+        assert!(org_token_may_go_to(&v6, "[::1]:7000", true));
+        // An auth domain that is not host[:port] fits no URL.
+        for bad in ["localhost:", "localhost:x", "localhost/x:7000", ""] {
+            assert!(!org_token_may_go_to(&with_port, bad, true), "{bad}");
+        }
     }
 
     #[test]

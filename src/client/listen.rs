@@ -13,13 +13,14 @@ use tracing::{debug, info, warn};
 
 use super::Target;
 use crate::bridge::Keepalive;
+use crate::protocol::host_port::{self, HostPort, HostPortError, Port};
 
 /// A `--url` that could not be bound.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    /// The address is malformed.
-    #[error("invalid --url {0:?}: expected host:port, e.g. 127.0.0.1:5432 or [::1]:5432")]
-    BadAddress(String),
+    /// The address is malformed or does not resolve.
+    #[error(transparent)]
+    BadAddress(#[from] HostPortError),
     /// Resolving or binding failed (port in use, permission).
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind {
@@ -44,31 +45,38 @@ pub enum ListenError {
     },
 }
 
+/// One `--url` (or `up`'s `listen`, named `what` in the error): `host:port` by the
+/// one parser's rules ([`host_port`]), port 0 allowed (a free port), after a scheme
+/// such as `tcp://` and a trailing `/`, which are ignored.
+pub fn parse_url<'a>(what: &str, url: &'a str) -> Result<HostPort<'a>, HostPortError> {
+    let raw = url.trim();
+    let spec = raw
+        .split_once("://")
+        .map_or(raw, |(_, rest)| rest)
+        .trim_end_matches('/');
+    // The error names the value as given, scheme and all.
+    host_port::parse(what, spec, Port::Listen)
+        .map_err(|e| HostPortError::new(what, url, e.why(), Port::Listen))
+}
+
 /// Bind every `--url`. `localhost:5432` binds each address it resolves to (IPv4 and
 /// IPv6); a scheme such as `tcp://` is accepted and ignored, as `cloudflared` does.
 pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>, ListenError> {
     let mut listeners = Vec::new();
     for url in urls {
-        let raw = url.trim();
-        let spec = raw
-            .split_once("://")
-            .map_or(raw, |(_, rest)| rest)
-            .trim_end_matches('/');
-        let (host, port) = spec
-            .rsplit_once(':')
-            .ok_or_else(|| ListenError::BadAddress(url.clone()))?;
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(ListenError::BadAddress(url.clone()));
-        }
-        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(spec)
-            .await
-            .map_err(|_| ListenError::BadAddress(url.clone()))?
-            .collect();
+        let at = parse_url("--url", url)?;
+        let unresolved =
+            || HostPortError::new("--url", url, "the host does not resolve", Port::Listen);
+        let mut addrs: Vec<SocketAddr> =
+            tokio::net::lookup_host((at.host(), at.port().unwrap_or(0)))
+                .await
+                .map_err(|_| unresolved())?
+                .collect();
         // A resolver may name one address twice; only a repeated --url is a mistake.
         let mut seen = std::collections::HashSet::new();
         addrs.retain(|a| seen.insert(*a));
         if addrs.is_empty() {
-            return Err(ListenError::BadAddress(url.clone()));
+            return Err(unresolved().into());
         }
         for addr in addrs {
             let unusable = |why| ListenError::Unusable {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::protocol::host_port::{self, HostPortError, Port};
 use crate::secret::Secret;
 
 /// How the client proves who it is to the edge: one of these, never two.
@@ -110,13 +111,8 @@ pub enum TargetError {
     )]
     Hostname(String, &'static str),
     /// A `host:port` flag could not be understood.
-    #[error("invalid {flag} {value:?}: expected host:port, e.g. 10.0.0.5:22")]
-    HostPort {
-        /// The flag.
-        flag: &'static str,
-        /// What was given.
-        value: String,
-    },
+    #[error(transparent)]
+    HostPort(#[from] HostPortError),
     /// `-H` could not be understood.
     #[error("invalid --header \"{0}\": expected 'Name: value' on one line")]
     Header(String),
@@ -169,10 +165,9 @@ impl AppUrl {
         if authority.contains('@') {
             return Err(bad("user info is not allowed"));
         }
-        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad port"))?;
-        if !valid_host(host) {
-            return Err(bad("not a valid host name"));
-        }
+        let authority =
+            host_port::parse("--hostname", authority, Port::Optional).map_err(|e| bad(e.why()))?;
+        let (host, port) = (authority.host(), authority.port());
         let path = path.split('#').next().unwrap_or("/");
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(bad("the path holds spaces or control characters"));
@@ -388,16 +383,10 @@ impl TargetBuilder {
     }
 }
 
-/// Check a `host:port` flag value (`--connect-to`, `--destination`).
+/// Check a `host:port` flag value (`--connect-to`, `--destination`) by the one
+/// parser's rules ([`host_port`]); the value as the edge and the dialer get it.
 pub fn parse_host_port(flag: &'static str, value: &str) -> Result<String, TargetError> {
-    let bad = || TargetError::HostPort {
-        flag,
-        value: value.to_string(),
-    };
-    match split_host_port(value.trim()) {
-        Some((host, Some(_))) if valid_host(host) => Ok(value.trim().to_string()),
-        _ => Err(bad()),
-    }
+    Ok(host_port::parse(flag, value, Port::Required)?.to_string())
 }
 
 /// Parse one `-H 'Name: value'` (or `Name=value`, as some scripts write). A line
@@ -420,45 +409,6 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
-}
-
-/// Split `host`, `host:port`, `[v6]` or `[v6]:port`. `None` when the port is bad.
-fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        return match after {
-            "" => Some((host, None)),
-            p => Some((host, Some(parse_port(p.strip_prefix(':')?)?))),
-        };
-    }
-    match s.rsplit_once(':') {
-        // A bare IPv6 address without brackets has several colons: no port.
-        Some((h, _)) if h.contains(':') => Some((s, None)),
-        Some((h, p)) => Some((h, Some(parse_port(p)?))),
-        None => Some((s, None)),
-    }
-}
-
-fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    p.parse().ok().filter(|&n| n != 0)
-}
-
-fn valid_host(host: &str) -> bool {
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 #[cfg(test)]

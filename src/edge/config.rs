@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::host_port::{self, Port};
 use crate::secret::Secret;
+
+mod check;
+
+use check::{app, login_limits, service_tokens, users};
 
 /// A config file that cannot be used, with the reason on one line.
 #[derive(Debug, thiserror::Error)]
@@ -232,12 +237,8 @@ impl Config {
             ));
         }
         let auth_domain = raw.auth_domain.trim().to_ascii_lowercase();
-        if auth_domain.is_empty() || auth_domain.contains(['/', ' ', '@']) {
-            return Err(format!(
-                "auth_domain = {:?} must be a host name (with an optional port), e.g. auth.example.test",
-                raw.auth_domain
-            ));
-        }
+        host_port::parse("auth_domain", &raw.auth_domain, Port::Optional)
+            .map_err(|e| e.to_string())?;
 
         let (service_tokens, names) = service_tokens(raw.service_tokens)?;
         let users = users(raw.users)?;
@@ -287,262 +288,11 @@ impl Config {
     }
 }
 
-/// The `[[service_tokens]]`, checked, and their names (for `allow`).
-fn service_tokens(
-    raw: Vec<RawServiceToken>,
-) -> Result<(Vec<ServiceToken>, HashSet<String>), String> {
-    let mut service_tokens = Vec::new();
-    let mut names = HashSet::new();
-    let mut ids = HashSet::new();
-    for (i, t) in raw.into_iter().enumerate() {
-        let at = format!("service_tokens[{i}] ({})", t.name);
-        if t.name.is_empty() || !names.insert(t.name.clone()) {
-            return Err(format!("{at}: name must be present and unique"));
-        }
-        if t.client_id.is_empty() || !ids.insert(t.client_id.clone()) {
-            return Err(format!("{at}: client_id must be present and unique"));
-        }
-        let secret_sha256 = match (&t.client_secret, &t.client_secret_sha256) {
-            (Some(s), None) if !s.expose().is_empty() => {
-                crate::protocol::sha256(s.expose().as_bytes())
-            }
-            (None, Some(hex)) => parse_sha256_hex(hex)
-                .ok_or_else(|| format!("{at}: client_secret_sha256 must be 64 hex digits"))?,
-            _ => {
-                return Err(format!(
-                    "{at}: set exactly one of client_secret and client_secret_sha256"
-                ));
-            }
-        };
-        service_tokens.push(ServiceToken {
-            name: t.name,
-            client_id: t.client_id,
-            secret_sha256,
-        });
-    }
-
-    Ok((service_tokens, names))
-}
-
-/// The `[[users]]`, checked: each could log in.
-fn users(raw: Vec<RawUser>) -> Result<Vec<User>, String> {
-    let mut users = Vec::new();
-    for (i, u) in raw.into_iter().enumerate() {
-        let email = u.email.trim().to_ascii_lowercase();
-        if !email.contains('@') {
-            return Err(format!(
-                "users[{i}]: email {:?} is not an email address",
-                u.email
-            ));
-        }
-        if let Err(why) = check_hash(u.password_hash.expose()) {
-            return Err(format!(
-                "users[{i}] ({email}): password_hash is {why}, so this user could never log in; make one with `tunnel edge hash-password`"
-            ));
-        }
-        users.push(User {
-            email,
-            password_hash: u.password_hash,
-        });
-    }
-
-    Ok(users)
-}
-
-/// `[[apps]]` entry `i`, checked against the service token `names`; its hostname
-/// must not be in `hosts` yet (it is added).
-fn app(
-    i: usize,
-    a: RawApp,
-    names: &HashSet<String>,
-    hosts: &mut HashSet<String>,
-) -> Result<App, String> {
-    let at = format!("apps[{i}] ({})", a.hostname);
-    let hostname = a.hostname.trim().to_ascii_lowercase();
-    if !valid_pattern(&hostname) {
-        return Err(format!(
-            "{at}: hostname must be a host name, optionally starting with \"*.\" (e.g. db.example.test)"
-        ));
-    }
-    if !hosts.insert(hostname.clone()) {
-        return Err(format!("{at}: hostname appears twice"));
-    }
-    let upstream = match (a.origin, a.destinations) {
-        (Some(o), None) => {
-            check_host_port(&o).map_err(|_| format!("{at}: origin {o:?} is not host:port"))?;
-            Upstream::Origin(o)
-        }
-        (None, Some(d)) if !d.is_empty() => {
-            for x in &d {
-                check_host_port(x)
-                    .map_err(|_| format!("{at}: destination {x:?} is not host:port"))?;
-            }
-            Upstream::Destinations(d)
-        }
-        _ => {
-            return Err(format!(
-                "{at}: set exactly one of origin and destinations (non-empty)"
-            ));
-        }
-    };
-    let mut allow_emails = Vec::new();
-    let mut allow_services = Vec::new();
-    for entry in a.allow {
-        if let Some(name) = entry.strip_prefix("service:") {
-            if !names.contains(name) {
-                return Err(format!(
-                    "{at}: allow names service token {name:?}, which no [[service_tokens]] defines"
-                ));
-            }
-            allow_services.push(name.to_string());
-        } else if entry.contains('@') {
-            allow_emails.push(entry.trim().to_ascii_lowercase());
-        } else {
-            return Err(format!(
-                "{at}: allow entry {entry:?} is neither an email nor \"service:NAME\""
-            ));
-        }
-    }
-    if allow_emails.is_empty() && allow_services.is_empty() {
-        return Err(format!("{at}: allow is empty, so nobody could ever enter"));
-    }
-    let session = match a.session.as_deref() {
-        None => Duration::from_secs(24 * 3600),
-        Some(s) => humantime::parse_duration(s)
-            .ok()
-            .filter(|d| *d >= Duration::from_secs(1))
-            .ok_or_else(|| {
-                format!("{at}: session {s:?} is not a duration of at least 1s, e.g. \"24h\"")
-            })?,
-    };
-    let aud = match a.aud {
-        Some(aud) if !aud.trim().is_empty() => aud.trim().to_string(),
-        Some(_) => return Err(format!("{at}: aud is empty")),
-        None => derive_aud(&hostname),
-    };
-    Ok(App {
-        hostname,
-        upstream,
-        allow_emails,
-        allow_services,
-        session,
-        aud,
-        resume_window: resume_window(&at, a.resume_window.as_deref())?,
-    })
-}
-
-/// An app's `resume_window`: the default when absent, zero for `"0"` (streams are
-/// not resumable), else a duration of at most a day.
-fn resume_window(at: &str, raw: Option<&str>) -> Result<Duration, String> {
-    match raw.map(str::trim) {
-        None => Ok(RESUME_WINDOW),
-        Some("0") => Ok(Duration::ZERO),
-        Some(s) => humantime::parse_duration(s)
-            .ok()
-            .filter(|d| *d <= Duration::from_secs(24 * 3600))
-            .ok_or_else(|| {
-                format!(
-                    "{at}: resume_window {s:?} is not a duration of at most 24h, e.g. \"5m\" (or \"0\" to turn resuming off)"
-                )
-            }),
-    }
-}
-
-/// Whether `hash` is a password hash the login page can verify: an argon2 PHC
-/// string with valid parameters. The reason when not (never the hash itself).
-fn check_hash(hash: &str) -> Result<(), &'static str> {
-    use argon2::password_hash::PasswordHash;
-    let parsed = PasswordHash::new(hash).map_err(|_| "not an argon2 PHC string")?;
-    argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| "not an argon2 hash")?;
-    argon2::Params::try_from(&parsed).map_err(|_| "an argon2 hash with invalid parameters")?;
-    if parsed.hash.is_none() || parsed.salt.is_none() {
-        return Err("an argon2 hash without its salt or digest");
-    }
-    Ok(())
-}
-
-fn login_limits(raw: RawLoginLimits) -> Result<LoginLimits, String> {
-    let d = LoginLimits::default();
-    let count = |key: &str, v: Option<u32>, default: u32| match v {
-        None => Ok(default),
-        Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
-        Some(n) => Err(format!(
-            "login_limits.{key} = {n} must be between 1 and 1000000"
-        )),
-    };
-    let window = |key: &str, v: Option<&str>, default: Duration| match v {
-        None => Ok(default),
-        Some(s) => humantime::parse_duration(s)
-            .ok()
-            .filter(|w| *w >= Duration::from_millis(10) && *w <= Duration::from_secs(86_400))
-            .ok_or_else(|| {
-                format!(
-                    "login_limits.{key} = {s:?} is not a duration between 10ms and 24h, e.g. \"1m\""
-                )
-            }),
-    };
-    Ok(LoginLimits {
-        address_attempts: count("address_attempts", raw.address_attempts, d.address_attempts)?,
-        address_window: window(
-            "address_window",
-            raw.address_window.as_deref(),
-            d.address_window,
-        )?,
-        account_attempts: count("account_attempts", raw.account_attempts, d.account_attempts)?,
-        account_window: window(
-            "account_window",
-            raw.account_window.as_deref(),
-            d.account_window,
-        )?,
-        concurrent_hashes: match raw.concurrent_hashes {
-            None => d.concurrent_hashes,
-            Some(n) if (1..=64).contains(&n) => n,
-            Some(n) => {
-                return Err(format!(
-                    "login_limits.concurrent_hashes = {n} must be between 1 and 64"
-                ));
-            }
-        },
-    })
-}
-
 /// The AUD tag of an app with none configured: 64 hex digits derived from the
 /// hostname pattern, so it is stable across restarts and machines.
 pub fn derive_aud(hostname: &str) -> String {
     let digest = crate::protocol::sha256(format!("tunnel-aud:{hostname}").as_bytes());
     crate::protocol::hex(&digest)
-}
-
-fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn valid_pattern(host: &str) -> bool {
-    let rest = host.strip_prefix("*.").unwrap_or(host);
-    !rest.is_empty()
-        && rest.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-fn check_host_port(s: &str) -> Result<(), ()> {
-    let (host, port) = s.rsplit_once(':').ok_or(())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(());
-    }
-    Ok(())
 }
 
 /// One line from a TOML error: the message plus the line it points at.
@@ -595,6 +345,13 @@ client_secret = "s3cret"
         assert_eq!(c.login_limits.address_attempts, 3);
         assert_eq!(c.login_limits.address_window, Duration::from_millis(500));
         assert_eq!(c.login_limits.account_attempts, 10);
+        // host:port values by the one parser: written back in its form.
+        let text = GOOD
+            .replace("auth.example.test", "Auth.Example.test:8443")
+            .replace("127.0.0.1:5432", " [::1]:5432 ");
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.auth_domain, "auth.example.test:8443");
+        assert!(matches!(&c.apps[0].upstream, Upstream::Origin(o) if o == "[::1]:5432"));
     }
 
     #[test]
@@ -658,6 +415,14 @@ client_secret = "s3cret"
             (
                 "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\nstats_interval = \"0s\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
                 "stats_interval",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"auth.test:\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]",
+                "invalid auth_domain \"auth.test:\": the port is empty",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"::1:22\"\nallow=[\"a@b\"]",
+                "invalid apps[0] (x) origin \"::1:22\": an IPv6 address needs brackets",
             ),
         ];
         for (text, needle) in cases {

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use super::config::{App, Config, Upstream};
 use super::issuer::Issuer;
 use crate::protocol;
+use crate::protocol::host_port::Port;
 
 /// Who a request was authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,24 +54,12 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// The `Host` header without its port, lower case. `None` when absent or invalid.
+/// The `Host` header without its port, lower case. `None` when absent or invalid
+/// by the one `host:port` parser's rules ([`protocol::host_port`]).
 pub fn request_host(headers: &HeaderMap) -> Option<String> {
-    let raw = headers.get(http::header::HOST)?.to_str().ok()?.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split_once(']')?.0
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                raw
-            }
-        })
-    };
-    if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == b'/' || b == b'@') {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
+    let raw = headers.get(http::header::HOST)?.to_str().ok()?;
+    let host = protocol::host_port::parse("Host", raw, Port::Optional).ok()?;
+    Some(host.host().to_ascii_lowercase())
 }
 
 /// Refuse a request whose target host is ambiguous: more than one `Host` header,
@@ -192,8 +181,12 @@ pub fn upstream(app: &App, headers: &HeaderMap) -> Result<String, String> {
                 .split_once("://")
                 .map_or(dest, |(_, rest)| rest)
                 .trim_end_matches('/');
+            // Compared in the form the config's entries were written in.
+            let parsed = protocol::host_port::parse("destination", dest, Port::Required)
+                .map_err(|e| e.to_string())?
+                .to_string();
             list.iter()
-                .find(|d| d.eq_ignore_ascii_case(dest))
+                .find(|d| d.eq_ignore_ascii_case(&parsed))
                 .cloned()
                 .ok_or_else(|| format!("destination {dest} is not allowed for this app"))
         }
@@ -263,6 +256,12 @@ client_secret = "x"
             Some("::1")
         );
         assert_eq!(request_host(&headers(&[("host", "a/b")])), None);
+        assert_eq!(request_host(&headers(&[("host", "[::1")])), None);
+        assert_eq!(request_host(&headers(&[("host", "db.test:x")])), None);
+        assert_eq!(
+            request_host(&headers(&[("host", " db.test ")])).as_deref(),
+            Some("db.test")
+        );
     }
 
     #[test]
@@ -382,5 +381,15 @@ client_secret = "x"
         );
         assert!(upstream(&c.apps[1], &j("10.0.0.2:22")).is_err());
         assert!(upstream(&c.apps[1], &none).is_err());
+        // Compared as parsed: a leading zero in the port or spaces around do not
+        // make a listed destination a stranger; a malformed one says what is wrong.
+        assert_eq!(
+            upstream(&c.apps[1], &j(" 10.0.0.1:022")).unwrap(),
+            "10.0.0.1:22"
+        );
+        assert_eq!(
+            upstream(&c.apps[1], &j("::1:22")).unwrap_err(),
+            "invalid destination \"::1:22\": an IPv6 address needs brackets, as in [::1]:22; expected host:port, e.g. 10.0.0.5:22 or [::1]:22"
+        );
     }
 }

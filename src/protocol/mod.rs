@@ -1,8 +1,10 @@
 //! The wire contract shared by our client and our edge, compatible with Cloudflare
 //! Access and stock `cloudflared access` (README: "How it works"), and what both
 //! sides read: the audience claim, the clock, randomness, the app metadata claims
-//! ([`metadata`]) and the login hand-off's crypto ([`transfer`]).
+//! ([`metadata`]), the login hand-off's crypto ([`transfer`]) and the one
+//! `host:port` parser ([`host_port`]).
 
+pub mod host_port;
 pub mod metadata;
 pub mod transfer;
 
