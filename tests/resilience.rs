@@ -319,6 +319,39 @@ fn a_frozen_edge_is_detected_while_data_waits_and_the_tunnel_stays_idle() {
     );
 }
 
+/// The edge's own keepalive is set in edge.toml (`keepalive_interval`,
+/// `keepalive_timeout`): a client that freezes (SIGSTOP) is presumed dead after the
+/// configured time, not the default 114 s, and its origin socket is reset, never
+/// closed as if the stream were complete.
+#[test]
+fn the_edges_keepalive_is_configurable_and_finds_a_frozen_client() {
+    let count = Arc::new(AtomicU64::new(0));
+    let (origin, ended) = sink_origin(count.clone());
+    let edge = Edge::start_with(
+        &app("still.test", origin).replacen("allow", "resume_window = \"0\"\nallow", 1),
+        "keepalive_interval = \"500ms\"\nkeepalive_timeout = \"1s\"",
+    );
+    let (tcp, local) = tunnel_tcp(&edge, "http://still.test", &SERVICE);
+    let mut s = TcpStream::connect(local).unwrap();
+    s.write_all(b"hello").unwrap();
+    wait_count(&count, 5);
+    tcp.signal("STOP");
+    // The default keepalive would take 54 + 60 s, longer than this wait.
+    let end = ended.recv_timeout(END);
+    tcp.signal("CONT");
+    assert_eq!(
+        end,
+        Ok(Err(ErrorKind::ConnectionReset)),
+        "edge:\n{}",
+        edge.proc.stderr()
+    );
+    assert!(
+        edge.proc.stderr().contains("presumed dead"),
+        "edge:\n{}",
+        edge.proc.stderr()
+    );
+}
+
 /// Bug E (1): an origin that resets its socket after both directions finished
 /// (PostgreSQL after `Terminate`) ends the stream cleanly: the client gets the whole
 /// reply and an orderly end, and neither log warns.

@@ -43,6 +43,8 @@ struct RawConfig {
     users: Vec<RawUser>,
     transfer_url: Option<String>,
     stats_interval: Option<String>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
     #[serde(default)]
     login_limits: RawLoginLimits,
 }
@@ -113,6 +115,9 @@ pub struct Config {
     pub transfer_url: Option<String>,
     /// How often the edge logs its activity summary at `info` (default 60 s).
     pub stats_interval: Duration,
+    /// How each stream checks that its client is alive (`keepalive_interval`,
+    /// `keepalive_timeout`; the client's defaults, 54 s and 60 s).
+    pub keepalive: crate::bridge::Keepalive,
     /// Limits on login attempts (`[login_limits]`).
     pub login_limits: LoginLimits,
 }
@@ -273,6 +278,10 @@ impl Config {
                 }
                 None => None,
             },
+            keepalive: crate::bridge::Keepalive {
+                interval: positive("keepalive_interval", raw.keepalive_interval, "54s")?,
+                timeout: positive("keepalive_timeout", raw.keepalive_timeout, "60s")?,
+            },
             stats_interval: match raw.stats_interval.as_deref() {
                 None => STATS_INTERVAL,
                 Some(s) => humantime::parse_duration(s)
@@ -286,6 +295,15 @@ impl Config {
             },
         })
     }
+}
+
+/// A duration key above zero, `default` when absent; the error names the key.
+fn positive(key: &str, raw: Option<String>, default: &str) -> Result<Duration, String> {
+    let text = raw.as_deref().unwrap_or(default);
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{key} = {text:?} is not a duration above zero, e.g. {default:?}"))
 }
 
 /// The AUD tag of an app with none configured: 64 hex digits derived from the
@@ -352,6 +370,29 @@ client_secret = "s3cret"
         let c = Config::parse(&text, Path::new(".")).unwrap();
         assert_eq!(c.auth_domain, "auth.example.test:8443");
         assert!(matches!(&c.apps[0].upstream, Upstream::Origin(o) if o == "[::1]:5432"));
+    }
+
+    #[test]
+    fn keepalive_defaults_to_the_clients_and_takes_durations_above_zero() {
+        let c = Config::parse(GOOD, Path::new("/etc/tunnel")).unwrap();
+        assert_eq!(c.keepalive, crate::bridge::Keepalive::default());
+        let text = GOOD.replacen(
+            "auth_domain",
+            "keepalive_interval = \"20s\"\nkeepalive_timeout = \"5s\"\nauth_domain",
+            1,
+        );
+        let c = Config::parse(&text, Path::new("/etc/tunnel")).unwrap();
+        assert_eq!(c.keepalive.interval, Duration::from_secs(20));
+        assert_eq!(c.keepalive.timeout, Duration::from_secs(5));
+        for bad in [
+            "keepalive_interval = \"0s\"",
+            "keepalive_timeout = \"soon\"",
+        ] {
+            let text = GOOD.replacen("auth_domain", &format!("{bad}\nauth_domain"), 1);
+            let e = Config::parse(&text, Path::new("/etc/tunnel")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.starts_with(key) && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub(super) async fn tunnel(
         origin,
         on_upgrade: hyper::upgrade::on(&mut req),
         half_close,
+        keepalive: edge.config.keepalive,
         tls: edge.tls.is_some(),
         registered,
         window,
@@ -166,6 +167,7 @@ struct Stream {
     origin: TcpStream,
     on_upgrade: hyper::upgrade::OnUpgrade,
     half_close: bool,
+    keepalive: bridge::Keepalive,
     tls: bool,
     registered: Option<crate::edge::resume::Registered>,
     window: Duration,
@@ -205,6 +207,7 @@ impl Stream {
         .with_clean_eof(self.tls);
         let opts = bridge::Options {
             peer_half_close: self.half_close,
+            keepalive: self.keepalive,
             ..Default::default()
         };
         let result = match self.registered {
