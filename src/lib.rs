@@ -49,6 +49,7 @@ pub(crate) mod edge;
 pub(crate) mod error;
 pub(crate) mod logfile;
 pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub(crate) mod secret;
 pub(crate) mod serve;
 pub(crate) mod shutdown;

@@ -323,22 +323,22 @@ async fn connect_staggered(addr: &str) -> Result<TcpStream, DialError> {
 }
 
 async fn via_proxy(
-    proxy: &super::proxy::Proxy,
+    proxy: &crate::proxy::Proxy,
     addr: &str,
     limit: Duration,
     staggered: bool,
 ) -> Result<TcpStream, DialError> {
-    let mut tcp = tokio::time::timeout(limit, connect_maybe_staggered(&proxy.addr, staggered))
+    let mut tcp = tokio::time::timeout(limit, connect_maybe_staggered(proxy.addr(), staggered))
         .await
         .map_err(|_| DialError::Timeout {
-            addr: proxy.addr.clone(),
+            addr: proxy.addr().to_string(),
             stage: "connecting to the proxy for",
             secs: limit.as_secs(),
         })??;
     super::proxy::connect(&mut tcp, proxy, addr, limit)
         .await
         .map_err(|detail| DialError::Proxy {
-            proxy: proxy.addr.clone(),
+            proxy: proxy.addr().to_string(),
             addr: addr.to_string(),
             detail,
         })?;
