@@ -141,3 +141,52 @@ fn connect_to_sends_login_and_tunnel_past_the_proxy_alike() {
     assert!(seen.is_empty(), "the proxy was asked: {seen:?}");
     tcp.terminate();
 }
+
+/// A proxy that refuses the `CONNECT` is named with its answer (exit 6), and the
+/// credentials in the proxy URL reach it as Basic auth.
+#[test]
+fn a_refusing_proxy_is_reported_with_its_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let recorder = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let head = read_head(&mut s).expect("a CONNECT");
+        s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let url = format!("http://u:p@{proxy}");
+    let out = crate::support::run(
+        &[
+            "ssh",
+            "--hostname",
+            "http://db.test",
+            "--id",
+            "ci.access",
+            "--secret",
+            "s3cret",
+        ],
+        &[("http_proxy", &url)],
+    );
+    crate::support::assert_exit(&out, 6);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the proxy {proxy} could not open a tunnel to db.test:80: proxy answered \"HTTP/1.1 407 Proxy Authentication Required\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("dTpw"),
+        "proxy credentials in an error: {stderr}"
+    );
+    let head = recorder.join().unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("connect db.test:80 http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("proxy-authorization: basic dtpw\r\n"),
+        "{head}"
+    );
+}
