@@ -190,3 +190,32 @@ fn a_refusing_proxy_is_reported_with_its_answer() {
         "{head}"
     );
 }
+
+/// `tunnel curl` sends curl the route the login's requests took. Here `HTTP_PROXY`
+/// and `http_proxy` disagree: our resolver (as reqwest before it) takes the upper
+/// case one, while curl alone would take the lower case one (a dead proxy). Before,
+/// the token came through one proxy and curl went to the other.
+#[test]
+fn curl_takes_the_route_of_the_login() {
+    let w = World::start("1h");
+    let (proxy, requests) = recording_proxy(w.edge.addr);
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = format!("http://{dead}");
+    let mut env: Vec<(String, String)> = w.env();
+    env.retain(|(k, _)| k != "TUNNEL_CONNECT_TO");
+    env.push(("HTTP_PROXY".into(), proxy));
+    env.push(("http_proxy".into(), dead));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = crate::support::run(&["curl", "http://db.test/", "-s"], &env);
+    crate::support::assert_exit(&out, 0);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("carries TCP over WebSocket"), "{body}");
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert!(
+        seen.iter().any(|l| l == "GET http://db.test/ HTTP/1.1"),
+        "curl's request: {seen:?}"
+    );
+}
