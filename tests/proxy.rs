@@ -219,3 +219,32 @@ fn curl_takes_the_route_of_the_login() {
         "curl's request: {seen:?}"
     );
 }
+
+/// A proxy the client cannot speak to (SOCKS, or TLS to the proxy) is refused at
+/// start with one line, for the tunnel and the token commands alike, never
+/// bypassed. Before, the tunnel ignored it and dialled directly.
+#[test]
+fn a_socks_proxy_is_refused_at_start_not_bypassed() {
+    let env = [("ALL_PROXY", "socks5h://127.0.0.1:1080")];
+    for args in [
+        &[
+            "ssh",
+            "--hostname",
+            "http://db.test",
+            "--id",
+            "ci.access",
+            "--secret",
+            "s3cret",
+        ][..],
+        &["token", "--app", "http://db.test/path"][..],
+    ] {
+        let out = crate::support::run(args, &env);
+        crate::support::assert_exit(&out, 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("the proxy for db.test from the environment is a socks5h:// proxy")
+                && stderr.trim().lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
