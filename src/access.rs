@@ -9,6 +9,7 @@ use crate::cli::{AccessArgs, Reach};
 use crate::client::target::{self, AppUrl, Credentials, Target, TargetBuilder, TargetError};
 use crate::console::Notice;
 use crate::error::Error;
+use crate::proxy::Proxies;
 use crate::secret::Secret;
 
 /// Validate the access flags into the [`Target`] every connection uses.
@@ -37,10 +38,10 @@ pub fn builder_from(
         .map(|h| target::parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
     let credentials = credentials(args)?;
-    let proxy = match connect_to {
-        None => crate::client::proxy::from_env(app.is_tls(), app.host(), |k| std::env::var(k).ok()),
-        Some(_) => None,
-    };
+    // The same rules as the login's requests (auth_for): one resolver.
+    let proxy = Proxies::for_reach(connect_to.as_deref())
+        .route(app.is_tls(), app.host())
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let tls = crate::tls::client_config(args.edge.ca_file.as_deref())?;
     let credentials = match credentials {
         Credentials::None => Credentials::Login(Arc::new(auth_for(
@@ -136,6 +137,11 @@ pub fn auth_for(
     org_locks: Option<Arc<crate::auth::login::OrgLocks>>,
     notice: Notice,
 ) -> Result<Authenticator, Error> {
+    let proxies = Proxies::for_reach(connect_to.as_deref());
+    // Checked at start, as the tunnel's route is: a proxy the client cannot use.
+    proxies
+        .route(app.is_tls(), app.host())
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let cfg = AuthConfig {
         host: app.host().to_string(),
         host_header: app.host_header(),
@@ -143,6 +149,7 @@ pub fn auth_for(
         token_dir: reach.token_dir.clone().unwrap_or_else(Store::default_dir),
         transfer_url: reach.transfer_url.clone(),
         connect_to,
+        proxies: Arc::new(proxies),
         tls,
         interactive,
         org_locks,

@@ -185,6 +185,36 @@ pub async fn curl(
     if let Some(c) = &connect_to {
         curl.arg("--connect-to").arg(format!("::{c}"));
     }
+    // And the same route: our proxy resolver decides for curl too (curl's own
+    // reading of the environment has other no_proxy rules).
+    let app = AppUrl::parse(&args.url)?;
+    let route = crate::proxy::Proxies::for_reach(connect_to.as_deref())
+        .route(app.is_tls(), app.host())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let _proxy_header = match &route {
+        None => {
+            curl.arg("--noproxy").arg("*");
+            None
+        }
+        Some(proxy) => {
+            curl.arg("--proxy").arg(format!("http://{}", proxy.addr()));
+            // Credentials through a 0600 file too, never on the command line.
+            match proxy.authorization().and_then(|a| a.to_str().ok()) {
+                Some(auth) => {
+                    let mut f = tempfile::Builder::new()
+                        .prefix("tunnel-curl-proxy-")
+                        .tempfile()
+                        .map_err(|e| Error::Io(format!("cannot create a header file: {e}")))?;
+                    writeln!(f, "Proxy-Authorization: {auth}")
+                        .map_err(|e| Error::Io(format!("cannot write the header file: {e}")))?;
+                    curl.arg("--proxy-header")
+                        .arg(format!("@{}", f.path().display()));
+                    Some(f)
+                }
+                None => None,
+            }
+        }
+    };
     if let Some(ca) = &args.auth.edge.ca_file {
         curl.arg("--cacert").arg(ca);
     }

@@ -163,11 +163,11 @@ async fn transport(target: &Target, steps: &mut Vec<Step>) {
     let proxy_step = match proxy {
         Some(p) => ok(
             "proxy",
-            format!("through {} (from the environment)", p.addr),
+            format!("through {} (from the environment)", p.addr()),
         ),
         None => note("proxy", "ok", "none (direct)".into(), None),
     };
-    let dial_to = proxy.map_or_else(|| target.dial_addr(), |p| p.addr.clone());
+    let dial_to = proxy.map_or_else(|| target.dial_addr(), |p| p.addr().to_string());
     let resolved: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&dial_to).await {
         Ok(a) => a.collect(),
         Err(e) => {

@@ -49,6 +49,7 @@ pub(crate) mod edge;
 pub(crate) mod error;
 pub(crate) mod logfile;
 pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub(crate) mod secret;
 pub(crate) mod serve;
 pub(crate) mod shutdown;
@@ -71,7 +72,8 @@ pub mod fuzz_api {
     }
     /// The client's handshake request and its reading of the answer.
     pub mod dial {
-        pub use crate::client::dial::{DialError, classify, handshake_request, parse_response};
+        pub use crate::client::errors::{DialError, classify};
+        pub use crate::client::upgrade::{handshake_request, parse_response};
     }
     /// `--hostname`, `--destination` and `-H`.
     pub mod target {

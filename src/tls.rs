@@ -2,13 +2,13 @@
 //! `SSL_CERT_FILE`, as stock `cloudflared` does); the edge serves a cert/key pair.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a TLS configuration could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read or held nothing usable.
     #[error("{path}: {what}")]
@@ -65,18 +65,45 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Client config: webpki roots, `SSL_CERT_FILE` when set, and `ca_file` when given.
+/// `SSL_CERT_FILE`'s certificates, read and parsed once per process: a process
+/// builds a client config per tunnel, per token command and on every `tunnel up`
+/// reload, and all of them share the first reading (or its error).
+type EnvCerts = Option<(PathBuf, Vec<CertificateDer<'static>>)>;
+
+fn env_certs() -> Result<Option<&'static (PathBuf, Vec<CertificateDer<'static>>)>, TlsError> {
+    static CERTS: OnceLock<Result<EnvCerts, TlsError>> = OnceLock::new();
+    CERTS
+        .get_or_init(|| match std::env::var_os("SSL_CERT_FILE") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                load_certs(&path).map(|certs| Some((path, certs)))
+            }
+            None => Ok(None),
+        })
+        .as_ref()
+        .map(Option::as_ref)
+        .map_err(Clone::clone)
+}
+
+/// Client config: webpki roots, `SSL_CERT_FILE` when set (read once per process),
+/// and `ca_file` when given.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let env_file = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    for path in env_file.as_deref().into_iter().chain(ca_file) {
-        for cert in load_certs(path)? {
-            roots.add(cert).map_err(|e| TlsError::File {
+    let mut trust = |path: &Path, certs: &[CertificateDer<'static>]| {
+        for cert in certs {
+            roots.add(cert.clone()).map_err(|e| TlsError::File {
                 path: path.to_path_buf(),
                 what: format!("certificate not usable as a trust anchor: {e}"),
             })?;
         }
+        Ok::<_, TlsError>(())
+    };
+    if let Some((path, certs)) = env_certs()? {
+        trust(path, certs)?;
+    }
+    if let Some(path) = ca_file {
+        trust(path, &load_certs(path)?)?;
     }
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?

@@ -133,7 +133,7 @@ fn lower_layers_never_import_upper_ones() {
     let commands = [
         "app", "access", "commands", "demo", "doctor", "up", "error", "cli",
     ];
-    let rules: [(&str, &[&str]); 7] = [
+    let rules: [(&str, &[&str]); 8] = [
         (
             "protocol",
             &["auth", "edge", "client", "bridge", "tls", "frame"],
@@ -141,6 +141,7 @@ fn lower_layers_never_import_upper_ones() {
         ("frame", &["auth", "edge", "client", "bridge"]),
         ("bridge", &["auth", "edge", "client"]),
         ("tls", &["auth", "edge", "client"]),
+        ("proxy", &["auth", "edge", "client", "bridge"]),
         ("auth", &["edge", "client", "bridge"]),
         ("edge", &["auth", "client"]),
         ("client", &["edge"]),

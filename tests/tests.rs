@@ -20,6 +20,7 @@ mod layers;
 mod login;
 mod metrics;
 mod postgres;
+mod proxy;
 mod resilience;
 mod resume;
 mod security;

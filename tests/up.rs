@@ -283,3 +283,43 @@ fn a_cloudflared_config_imports_as_a_checked_plan_without_its_secrets() {
     );
     assert!(plan.contains("rdp.example.com: 127.0.0.1:3389 -> https://rdp.example.com to 10.0.0.5:3389 (service token rdp.access"), "{plan}");
 }
+
+/// Issue 11: `SSL_CERT_FILE` is read once per process, not on every TLS config
+/// build: a `tunnel up` whose file has gone since it started still reloads (it
+/// builds a config for the new tunnel). Before, the reload read the file again and
+/// was refused.
+#[test]
+fn ssl_cert_file_is_read_once_per_process() {
+    let origin = EchoOrigin::start();
+    let edge = Edge::start(&format!(
+        "[[apps]]\nhostname = \"db.test\"\norigin = \"{}\"\nallow = [\"service:ci\"]\n{CI_TOKEN}",
+        origin.addr
+    ));
+    // The CA apart from the config, so its removal is no change to the watched file.
+    let pki = tempdir();
+    crate::support::write_test_pki(pki.path(), &["db.test"]);
+    let ca = pki.path().join("ca.pem");
+    let dir = tempdir();
+    let config = dir.path().join("up.toml");
+    write(&config, &tunnels(&edge, &[("first", "")]));
+    let env = [
+        ("UP_ID", "ci.access"),
+        ("UP_SECRET", "s3cret"),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
+    let mut p = Proc::spawn(bin(), ["up", "--config", config.to_str().unwrap()], &env);
+    let first = listening_for(&mut p, "first", 0);
+    p.wait_for("tunnels up from", Duration::from_secs(30));
+    std::fs::remove_file(&ca).unwrap();
+    write(&config, &tunnels(&edge, &[("first", ""), ("second", "")]));
+    // The file watcher may not be installed yet: SIGHUP reloads too.
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(p.child.id().to_string())
+        .status();
+    let log = p.wait_for("reloaded", Duration::from_secs(30));
+    assert!(!log.contains("not reloaded"), "{log}");
+    let second = listening_for(&mut p, "second", 0);
+    assert_eq!(echo(second, b"second"), b"second");
+    assert_eq!(echo(first, b"first"), b"first");
+}

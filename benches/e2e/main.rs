@@ -24,6 +24,9 @@
 //! after its WebSocket is killed and after a black hole, `BENCH_RESUME_ROUNDS` of
 //! each, 10; needs root; written to `target/bench/resume.json`; the full run
 //! includes it),
+//! `BENCH_ONLY=setup` (only connection setup, ws and wss, `BENCH_ROUNDS` rounds of
+//! `BENCH_SETUP` connections, written to `target/bench/setup.json`),
+//! `BENCH_TUNNEL_BIN` (measure that build of `tunnel` instead of this one's),
 //! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
 //! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
@@ -145,6 +148,34 @@ fn raise_nofile() -> u64 {
     rlimit::getrlimit(Resource::NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
+/// `BENCH_ONLY=setup`: only the connection setup figure (accept, dial, TLS,
+/// upgrade, origin connect, one echo) of `ws` and `wss`, `rounds` rounds of `conns`
+/// connections each; prints and returns the per-round p50/p99 and their medians.
+fn setup_only(bin: &Path, rounds: usize, conns: usize) -> Value {
+    let origin = setup::origin();
+    let ws = setup::tunnel(bin, origin, false);
+    let wss = setup::tunnel(bin, origin, true);
+    let mut out = serde_json::Map::new();
+    out.insert("bin".into(), json!(bin.display().to_string()));
+    for (name, t) in [("ws", &ws), ("wss", &wss)] {
+        let (mut p50, mut p99) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (p, _) = measure::setup(t.addr, conns);
+            p50.push(p.p50);
+            p99.push(p.p99);
+        }
+        let (m50, m99) = (median(p50.clone()), median(p99.clone()));
+        println!(
+            "{name}: setup p50 {m50:.0} us, p99 {m99:.0} us (medians of {rounds} rounds of {conns} connections)"
+        );
+        out.insert(
+            name.into(),
+            json!({"setup_p50_us": m50, "setup_p99_us": m99, "rounds_p50_us": p50, "rounds_p99_us": p99}),
+        );
+    }
+    Value::Object(out)
+}
+
 /// Run the bench (or, re-executed with `--wan-origin`, serve the WAN origin).
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -185,7 +216,12 @@ fn main() {
         idle.dedup();
     }
 
-    let bin = Path::new(env!("CARGO_BIN_EXE_tunnel"));
+    // `BENCH_TUNNEL_BIN`: another build of `tunnel` to measure (say, the previous
+    // commit's), so two builds can be compared turn about on one machine.
+    let other = std::env::var_os("BENCH_TUNNEL_BIN").map(std::path::PathBuf::from);
+    let bin = other
+        .as_deref()
+        .unwrap_or(Path::new(env!("CARGO_BIN_EXE_tunnel")));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "wan") {
         let w = wan::section(bin, wan_secs);
@@ -215,6 +251,14 @@ fn main() {
         small::print(&v);
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("small.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        println!("\nwrote {}", file.display());
+        return;
+    }
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "setup") {
+        let v = setup_only(bin, rounds, conns);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("setup.json");
         std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nwrote {}", file.display());
         return;

@@ -48,6 +48,8 @@ pub struct AuthConfig {
     /// `--connect-to` (`host:port`): every request of the flow goes there, keeping
     /// Host and SNI.
     pub connect_to: Option<String>,
+    /// Which requests go through which proxy: the resolver the tunnel uses too.
+    pub proxies: Arc<crate::proxy::Proxies>,
     /// TLS configuration for every HTTPS request (roots + `--ca-file`).
     pub tls: Arc<rustls::ClientConfig>,
     /// Whether a browser login may be started (false for `tunnel token`).
@@ -420,10 +422,20 @@ impl Authenticator {
         super::jwt::claims(token).is_ok_and(|c| binding::app_token_fits(&c, &info.meta))
     }
 
-    /// An HTTP client for the flow: no redirects followed, our TLS roots, and with
-    /// `--connect-to` every name in `hosts` resolving to that address.
+    /// An HTTP client for the flow: no redirects followed, our TLS roots, the
+    /// tunnel's proxy routes, and with `--connect-to` every name in `hosts`
+    /// resolving to that address.
     fn client(&self, hosts: &[&str], timeout: Duration) -> Result<reqwest::Client, AuthError> {
+        for h in hosts.iter().filter(|h| !h.is_empty()) {
+            self.cfg
+                .proxies
+                .route(self.cfg.scheme == "https", h)
+                .map_err(|e| AuthError::Network(e.to_string()))?;
+        }
         let mut b = reqwest::Client::builder()
+            // Our resolver instead of reqwest's reading of the environment.
+            .no_proxy()
+            .proxy(self.cfg.proxies.reqwest())
             .redirect(reqwest::redirect::Policy::none())
             .use_preconfigured_tls((*self.cfg.tls).clone())
             .user_agent(protocol::USER_AGENT)

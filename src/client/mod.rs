@@ -1,12 +1,17 @@
 //! The client side: where to dial and with what credentials ([`Target`]), opening one
-//! authenticated WebSocket ([`dial`]), the local listener of `tunnel tcp`
-//! ([`listen`]) and the stdio mode of `tunnel ssh` ([`stdio`]).
+//! authenticated WebSocket ([`dial`]: reaching the address in [`connect`], the
+//! upgrade in [`upgrade`], both HTTP/1 exchanges through [`http1`], failures read in
+//! [`errors`]), the local listener of `tunnel tcp` ([`listen`]) and the stdio mode
+//! of `tunnel ssh` ([`stdio`]).
 
+pub mod connect;
 pub mod dial;
+pub mod errors;
+pub mod http1;
 pub mod listen;
-pub mod proxy;
 pub mod stdio;
 pub mod target;
+pub mod upgrade;
 
 pub use dial::DialError;
 pub use target::{Credentials, Target, TargetError};

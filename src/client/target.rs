@@ -90,7 +90,7 @@ pub struct Target {
     destination: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     credentials: Credentials,
-    proxy: Option<super::proxy::Proxy>,
+    proxy: Option<crate::proxy::Proxy>,
     metrics: Option<crate::metrics::TunnelMetrics>,
     status: Option<crate::status::Tap>,
 }
@@ -314,7 +314,7 @@ impl Target {
     }
 
     /// HTTP proxy to tunnel through (from the environment; never with `--connect-to`).
-    pub fn proxy(&self) -> Option<&super::proxy::Proxy> {
+    pub fn proxy(&self) -> Option<&crate::proxy::Proxy> {
         self.proxy.as_ref()
     }
 
@@ -360,7 +360,7 @@ impl TargetBuilder {
     }
 
     /// The HTTP proxy to tunnel through.
-    pub fn proxy(mut self, proxy: Option<super::proxy::Proxy>) -> Self {
+    pub fn proxy(mut self, proxy: Option<crate::proxy::Proxy>) -> Self {
         self.target.proxy = proxy;
         self
     }
