@@ -91,10 +91,8 @@ enum Reached {
     Closed,
 }
 
-/// A rustls error as the I/O error `tokio-rustls` made of it (so [`tls_hint`]
-/// finds it by downcasting).
-///
-/// [`tls_hint`]: crate::client::dial::tls_hint
+/// A rustls error as the I/O error `tokio-rustls` made of it (so the client's
+/// `tls_hint` finds it by downcasting).
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
