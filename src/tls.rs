@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod stream;
+
 /// Why a TLS configuration could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsError {

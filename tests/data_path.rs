@@ -348,3 +348,71 @@ fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
     assert_eq!(end, Ok(()), "a clean EOF, not a reset");
     assert!(got == random_bytes(TOTAL, 7), "{} bytes arrived", got.len());
 }
+
+/// An edge whose TLS connection ends without close_notify (a TCP FIN between two
+/// WebSocket messages, as a killed process or a middlebox leaves it) has cut the
+/// stream: the app gets the bytes that came and then a reset, never a clean EOF.
+/// (Over TLS only a close_notify ends a stream cleanly; a FIN can be forged by a cut.)
+#[test]
+fn an_edge_ending_tls_without_close_notify_resets_the_local_connection() {
+    const TOTAL: usize = 100_000;
+    let dir = crate::support::tempdir();
+    write_test_pki(dir.path(), &["echo.test"]);
+    let certs =
+        tunnel::server_config(&dir.path().join("edge.crt"), &dir.path().join("edge.key")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let edge_addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(certs).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let head = String::from_utf8(read_head(&mut tls).expect("a request head")).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Sec-WebSocket-Key: ")
+                    .or(l.strip_prefix("sec-websocket-key: "))
+            })
+            .expect("a WebSocket key")
+            .trim()
+            .to_string();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        write!(
+            tls,
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .unwrap();
+        // Whole messages, then a FIN with no close_notify and no close frame.
+        let data = random_bytes(TOTAL, 9);
+        for chunk in data.chunks(25_000) {
+            tls.write_all(&[0x82, 127]).unwrap(); // FIN + binary; 64-bit length, unmasked
+            tls.write_all(&(chunk.len() as u64).to_be_bytes()).unwrap();
+            tls.write_all(chunk).unwrap();
+        }
+        tls.flush().unwrap();
+        tls.sock.shutdown(Shutdown::Both).unwrap();
+    });
+    let ca = dir.path().join("ca.pem");
+    let connect_to = edge_addr.to_string();
+    let mut args = vec![
+        "tcp",
+        "--hostname",
+        "https://echo.test",
+        "--connect-to",
+        &connect_to,
+    ];
+    args.extend(["--url", "127.0.0.1:0", "--ca-file", ca.to_str().unwrap()]);
+    args.extend(SERVICE);
+    let mut tcp = crate::support::proc::Proc::spawn(crate::support::bin(), args, &[]);
+    let local = tcp.wait_listening();
+    let mut s = TcpStream::connect(local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = vec![0u8; TOTAL];
+    s.read_exact(&mut got)
+        .expect("every byte sent before the cut");
+    assert!(got == random_bytes(TOTAL, 9));
+    let err = s
+        .read(&mut [0u8; 16])
+        .expect_err("a TLS end without close_notify must not look like a complete stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

@@ -27,6 +27,9 @@
 //! `BENCH_ONLY=setup` (only connection setup, ws and wss, `BENCH_ROUNDS` rounds of
 //! `BENCH_SETUP` connections, written to `target/bench/setup.json`),
 //! `BENCH_TUNNEL_BIN` (measure that build of `tunnel` instead of this one's),
+//! `BENCH_ONLY=idle` (only idle memory per connection, KiB of RSS for client and
+//! edge, with fresh `ws` and `wss` processes for each of `BENCH_ROUNDS` rounds and
+//! each `BENCH_IDLE` count; written to `target/bench/idle.json`),
 //! `BENCH_ONLY=up_idle` (only the idle cost of one `tunnel up` with `BENCH_UP_TUNNELS`
 //! tunnels, 20, beside one `tunnel tcp`, written to `target/bench/up_idle.json`).
 //! Prints tables and writes `target/bench/results.json`. Run without `--bench` (as
@@ -129,6 +132,45 @@ fn idle_kib(t: &setup::Stack, n: usize) -> (f64, f64, usize) {
         (e1 as f64 - e0 as f64) / n as f64,
         failed_open + failed_echo,
     )
+}
+
+/// Idle memory alone, with fresh processes: for each round, a new `ws` and a new
+/// `wss` stack, and [`idle_kib`] at each count. (In the full run the idle figure
+/// comes after the throughput figures, whose freed memory new connections reuse,
+/// so there it reads low and varies.) Prints one line per figure; min, median and
+/// max over the rounds.
+fn idle_section(bin: &Path, counts: &[usize], rounds: usize) -> Value {
+    let origin = setup::origin();
+    let mut out = serde_json::Map::new();
+    for (name, tls) in [("ws", false), ("wss", true)] {
+        let mut per: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for _ in 0..rounds {
+            for &n in counts {
+                let t = setup::tunnel(bin, origin, tls);
+                let (c, s, failed) = idle_kib(&t, n);
+                assert_eq!(failed, 0, "{name}: {failed} of {n} idle connections failed");
+                per.entry(format!("client_kib_per_idle_conn_{n}"))
+                    .or_default()
+                    .push(c);
+                per.entry(format!("server_kib_per_idle_conn_{n}"))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        let mut figures = serde_json::Map::new();
+        for (k, v) in per {
+            let (min, max) = v
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                });
+            let mid = median(v);
+            println!("{name:<4} {k:<32} {min:>7.2} {mid:>7.2} {max:>7.2}  (min median max)");
+            figures.insert(k, json!({ "min": min, "median": mid, "max": max }));
+        }
+        out.insert(name.to_string(), figures.into());
+    }
+    json!({ "rounds": rounds, "idle_connections": counts, "figures": out })
 }
 
 /// The middle value of `v`.
@@ -259,6 +301,14 @@ fn main() {
         let v = setup_only(bin, rounds, conns);
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("setup.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        println!("\nwrote {}", file.display());
+        return;
+    }
+    if full && std::env::var("BENCH_ONLY").is_ok_and(|v| v == "idle") {
+        let v = idle_section(bin, &idle, rounds);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("idle.json");
         std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nwrote {}", file.display());
         return;

@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::tls::stream::TlsStream;
 use bytes::BytesMut;
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 pub use super::errors::DialError;
 use super::errors::{classify, tls_hint};
@@ -45,7 +45,7 @@ pub enum EdgeStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
-    Tls(Box<TlsStream<crate::tls::ReadAhead<TcpStream>>>),
+    Tls(Box<TlsStream>),
 }
 
 /// An open, authenticated stream to the edge.
@@ -105,8 +105,7 @@ async fn tls_connect(target: &Target, addr: &str, tcp: TcpStream) -> Result<Edge
             hint: "; --hostname must be a DNS name for TLS",
         }
     })?;
-    let tls = tokio_rustls::TlsConnector::from(config.clone())
-        .connect(name, crate::tls::ReadAhead::new(tcp))
+    let tls = TlsStream::connect(config.clone(), name, tcp)
         .await
         .map_err(|e| DialError::Tls {
             host: target.host().to_string(),
@@ -114,11 +113,7 @@ async fn tls_connect(target: &Target, addr: &str, tcp: TcpStream) -> Result<Edge
             detail: e.to_string(),
             hint: tls_hint(&e),
         })?;
-    let mut tls = tls;
-    tls.get_mut()
-        .1
-        .set_buffer_limit(Some(crate::tls::TLS_BUFFER));
-    let conn = tls.get_ref().1;
+    let conn = tls.state();
     let (kind, suite) = (conn.handshake_kind(), conn.negotiated_cipher_suite());
     tracing::debug!(host = %target.host(), "TLS handshake: {kind:?}, {:?}", suite.map(|s| s.suite()));
     Ok(EdgeStream::Tls(Box::new(tls)))

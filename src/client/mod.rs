@@ -247,7 +247,10 @@ async fn redial(
 ) -> Result<dial::Connected, String> {
     let mut pause = REDIAL_FIRST;
     loop {
-        let attempt = tokio::time::timeout_at(until, connect_resuming(target, Some(request)));
+        // Boxed, like the first dial: inline, the handshake's state would sit in
+        // every resumable connection's task for its whole life.
+        let attempt =
+            tokio::time::timeout_at(until, Box::pin(connect_resuming(target, Some(request))));
         let why = match attempt.await {
             Err(_) => return Err("the edge's resume window passed".into()),
             Ok(Ok(conn)) => return Ok(conn),
