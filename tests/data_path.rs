@@ -285,12 +285,13 @@ fn an_edge_that_vanishes_mid_stream_resets_the_local_connection() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
-/// An edge that, like stock `cloudflared` at the other end, ends its stream with a
-/// TLS close_notify and no WebSocket close frame: the app gets every byte and a
-/// clean EOF, not a reset. (A stand-in edge: ours always sends a close frame.)
-#[test]
-fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
-    const TOTAL: usize = 300_000;
+/// A stand-in `wss://` edge for `echo.test` that answers one upgrade (any
+/// credentials) and then hands its TLS stream to `serve`, and a `tunnel tcp` in
+/// front of it with one local connection open: (the edge's directory, the tunnel,
+/// the connection).
+fn through_a_stand_in_tls_edge(
+    serve: impl FnOnce(&mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>) + Send + 'static,
+) -> (tempfile::TempDir, crate::support::proc::Proc, TcpStream) {
     let dir = crate::support::tempdir();
     write_test_pki(dir.path(), &["echo.test"]);
     let certs =
@@ -317,16 +318,7 @@ fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         )
         .unwrap();
-        let data = random_bytes(TOTAL, 7);
-        for chunk in data.chunks(60_000) {
-            tls.write_all(&[0x82, 127]).unwrap(); // FIN + binary; 64-bit length, unmasked
-            tls.write_all(&(chunk.len() as u64).to_be_bytes()).unwrap();
-            tls.write_all(chunk).unwrap();
-        }
-        tls.conn.send_close_notify();
-        tls.flush().unwrap();
-        // Leave the socket open a moment, then close it without a close frame.
-        std::thread::sleep(Duration::from_millis(200));
+        serve(&mut tls);
     });
     let ca = dir.path().join("ca.pem");
     let connect_to = edge_addr.to_string();
@@ -341,8 +333,29 @@ fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
     args.extend(SERVICE);
     let mut tcp = crate::support::proc::Proc::spawn(crate::support::bin(), args, &[]);
     let local = tcp.wait_listening();
-    let mut s = TcpStream::connect(local).unwrap();
+    let s = TcpStream::connect(local).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    (dir, tcp, s)
+}
+
+/// An edge that, like stock `cloudflared` at the other end, ends its stream with a
+/// TLS close_notify and no WebSocket close frame: the app gets every byte and a
+/// clean EOF, not a reset. (A stand-in edge: ours always sends a close frame.)
+#[test]
+fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
+    const TOTAL: usize = 300_000;
+    let (_dir, _tcp, mut s) = through_a_stand_in_tls_edge(|tls| {
+        let data = random_bytes(TOTAL, 7);
+        for chunk in data.chunks(60_000) {
+            tls.write_all(&[0x82, 127]).unwrap(); // FIN + binary; 64-bit length, unmasked
+            tls.write_all(&(chunk.len() as u64).to_be_bytes()).unwrap();
+            tls.write_all(chunk).unwrap();
+        }
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        // Leave the socket open a moment, then close it without a close frame.
+        std::thread::sleep(Duration::from_millis(200));
+    });
     let mut got = Vec::new();
     let end = s.read_to_end(&mut got).map(|_| ()).map_err(|e| e.kind());
     assert_eq!(end, Ok(()), "a clean EOF, not a reset");
@@ -356,32 +369,7 @@ fn an_edge_ending_with_close_notify_but_no_close_frame_is_a_clean_end() {
 #[test]
 fn an_edge_ending_tls_without_close_notify_resets_the_local_connection() {
     const TOTAL: usize = 100_000;
-    let dir = crate::support::tempdir();
-    write_test_pki(dir.path(), &["echo.test"]);
-    let certs =
-        tunnel::server_config(&dir.path().join("edge.crt"), &dir.path().join("edge.key")).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let edge_addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (sock, _) = listener.accept().unwrap();
-        let conn = rustls::ServerConnection::new(certs).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, sock);
-        let head = String::from_utf8(read_head(&mut tls).expect("a request head")).unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("Sec-WebSocket-Key: ")
-                    .or(l.strip_prefix("sec-websocket-key: "))
-            })
-            .expect("a WebSocket key")
-            .trim()
-            .to_string();
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        write!(
-            tls,
-            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-        )
-        .unwrap();
+    let (_dir, _tcp, mut s) = through_a_stand_in_tls_edge(|tls| {
         // Whole messages, then a FIN with no close_notify and no close frame.
         let data = random_bytes(TOTAL, 9);
         for chunk in data.chunks(25_000) {
@@ -392,21 +380,6 @@ fn an_edge_ending_tls_without_close_notify_resets_the_local_connection() {
         tls.flush().unwrap();
         tls.sock.shutdown(Shutdown::Both).unwrap();
     });
-    let ca = dir.path().join("ca.pem");
-    let connect_to = edge_addr.to_string();
-    let mut args = vec![
-        "tcp",
-        "--hostname",
-        "https://echo.test",
-        "--connect-to",
-        &connect_to,
-    ];
-    args.extend(["--url", "127.0.0.1:0", "--ca-file", ca.to_str().unwrap()]);
-    args.extend(SERVICE);
-    let mut tcp = crate::support::proc::Proc::spawn(crate::support::bin(), args, &[]);
-    let local = tcp.wait_listening();
-    let mut s = TcpStream::connect(local).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut got = vec![0u8; TOTAL];
     s.read_exact(&mut got)
         .expect("every byte sent before the cut");

@@ -332,6 +332,13 @@ pub fn tunnel(bin: &Path, origin: SocketAddr, tls: bool) -> Stack {
     tunnel_at(bin, origin, tls, None, "127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
+/// Like [`tunnel`], with the edge's `resume_window` set to `window` whatever
+/// `BENCH_RESUME_WINDOW` says (`"0"`: streams without resumption).
+pub fn tunnel_resume_window(bin: &Path, origin: SocketAddr, tls: bool, window: &str) -> Stack {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    tunnel_with(bin, origin, tls, None, any, Some(window)).unwrap()
+}
+
 /// The service token every bench edge allows (`service:bench`), as id and secret.
 pub const TOKEN: (&str, &str) = ("bench.access", "bench-secret");
 
@@ -344,7 +351,20 @@ pub fn tunnel_at(
     netns: Option<&str>,
     listen: SocketAddr,
 ) -> Result<Stack, String> {
-    let (edge, edge_addr, dir) = edge(bin, origin, "bench.test", tls, netns, listen)?;
+    tunnel_with(bin, origin, tls, netns, listen, None)
+}
+
+/// [`tunnel_at`] with the edge's `resume_window` (`None`: `BENCH_RESUME_WINDOW`).
+fn tunnel_with(
+    bin: &Path,
+    origin: SocketAddr,
+    tls: bool,
+    netns: Option<&str>,
+    listen: SocketAddr,
+    resume_window: Option<&str>,
+) -> Result<Stack, String> {
+    let (edge, edge_addr, dir) =
+        edge_with(bin, origin, "bench.test", tls, netns, listen, resume_window)?;
     let ca = dir.path().join("ca.pem");
     let edge_addr = edge_addr.to_string();
     let mut args = vec![
@@ -392,6 +412,20 @@ pub fn edge(
     netns: Option<&str>,
     listen: SocketAddr,
 ) -> Result<(Proc, SocketAddr, tempfile::TempDir), String> {
+    edge_with(bin, origin, app, tls, netns, listen, None)
+}
+
+/// [`edge`] with the app's `resume_window` (`None`: `BENCH_RESUME_WINDOW`, or the
+/// edge's default).
+fn edge_with(
+    bin: &Path,
+    origin: SocketAddr,
+    app: &str,
+    tls: bool,
+    netns: Option<&str>,
+    listen: SocketAddr,
+    resume_window: Option<&str>,
+) -> Result<(Proc, SocketAddr, tempfile::TempDir), String> {
     let dir = tempfile::tempdir().unwrap();
     let mut top = String::new();
     if tls {
@@ -400,7 +434,9 @@ pub fn edge(
     }
     let config = dir.path().join("edge.toml");
     // `BENCH_RESUME_WINDOW=0` measures streams without resumption.
-    let resume = std::env::var("BENCH_RESUME_WINDOW")
+    let resume = resume_window
+        .map(str::to_string)
+        .or_else(|| std::env::var("BENCH_RESUME_WINDOW").ok())
         .map(|w| format!("resume_window = \"{w}\"\n"))
         .unwrap_or_default();
     std::fs::write(

@@ -1,9 +1,12 @@
 //! Small messages: a real `redis-server` origin driven by `redis-benchmark` (GET,
 //! 50 clients, without pipelining and with `-P 16`) directly, through the relay
 //! limit (two plain TCP relays), through `tunnel` over `ws://` and `wss://`, and
-//! through the peers found on `PATH` (`wstunnel`), all in one run. Each figure is the
-//! min, median and max over `BENCH_ROUNDS` rounds (runs vary by ~20% here), with the
-//! CPU microseconds per request of each process of a proxied path.
+//! through the peers found on `PATH` (`wstunnel`), all in one run, and through
+//! `tunnel` again with resumption off (`ws-no-resume`, `wss-no-resume`: the edge's
+//! `resume_window = "0"`), so resumption's cost is read side by side. Each figure is
+//! the min, median and max over `BENCH_ROUNDS` rounds, each round going through
+//! every path in turn (runs vary by ~20% here), with the CPU microseconds per
+//! request of each process of a proxied path.
 //!
 //! `BENCH_ONLY=small cargo bench --bench e2e` (add `--peers` or `BENCH_PEERS=1`);
 //! `BENCH_SMALL_REQUESTS` per run (default 200000). Writes `target/bench/small.json`.
@@ -85,33 +88,53 @@ pub fn section(bin: &Path, rounds: usize, requests: u64, want_peers: bool) -> Va
     } else {
         (Vec::new(), Vec::new())
     };
+    // Resumption's cost, side by side: the same tunnels with `resume_window = "0"`
+    // (unless `BENCH_RESUME_WINDOW=0` already turned it off for every edge).
+    let resume_off = std::env::var("BENCH_RESUME_WINDOW").is_ok_and(|w| w == "0");
+    let unresumable = (!resume_off).then(|| {
+        (
+            setup::tunnel_resume_window(bin, origin, false, "0"),
+            setup::tunnel_resume_window(bin, origin, true, "0"),
+        )
+    });
     let mut stacks: Vec<(&str, &Stack)> = vec![("ws", &ws), ("wss", &wss)];
+    if let Some((ws0, wss0)) = &unresumable {
+        stacks.extend([("ws-no-resume", ws0), ("wss-no-resume", wss0)]);
+    }
     stacks.extend(found.iter().map(|p| (p.name, &p.stack)));
     let mut paths: Vec<(&str, SocketAddr, Option<&Stack>)> =
         vec![("direct", origin, None), ("relay", relay, None)];
     paths.extend(stacks.iter().map(|(n, s)| (*n, s.addr, Some(*s))));
 
-    let mut out = BTreeMap::new();
-    for (name, addr, stack) in &paths {
-        let mut fig = serde_json::Map::new();
-        for p in PIPELINES {
-            let mut rates = Vec::new();
-            let (mut client_us, mut server_us) = (Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                let cpu = |s: &Stack| {
-                    (
-                        setup::cpu_secs(s.client.child.id()),
-                        setup::cpu_secs(s.server.child.id()),
-                    )
-                };
+    // Rounds go round the paths, so a slow spell of the shared machine falls on
+    // every path alike instead of on whichever ran then.
+    let cpu = |s: &Stack| {
+        (
+            setup::cpu_secs(s.client.child.id()),
+            setup::cpu_secs(s.server.child.id()),
+        )
+    };
+    let mut samples: BTreeMap<(usize, u32), [Vec<f64>; 3]> = BTreeMap::new();
+    for p in PIPELINES {
+        for _ in 0..rounds {
+            for (i, (_, addr, stack)) in paths.iter().enumerate() {
                 let before = stack.map(cpu);
-                rates.push(run(*addr, requests, p));
+                let rate = run(*addr, requests, p);
+                let [rates, client_us, server_us] = samples.entry((i, p)).or_default();
+                rates.push(rate);
                 if let (Some(s), Some((c0, s0))) = (stack, before) {
                     let (c1, s1) = cpu(s);
                     client_us.push((c1 - c0) * 1e6 / requests as f64);
                     server_us.push((s1 - s0) * 1e6 / requests as f64);
                 }
             }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (i, (name, _, stack)) in paths.iter().enumerate() {
+        let mut fig = serde_json::Map::new();
+        for p in PIPELINES {
+            let [rates, client_us, server_us] = samples.remove(&(i, p)).unwrap_or_default();
             fig.insert(format!("get_per_sec_p{p}"), spread(rates));
             if stack.is_some() {
                 fig.insert(format!("client_cpu_us_per_request_p{p}"), spread(client_us));

@@ -97,6 +97,28 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// Run `encrypt` on the free end of `tx` (at least `need` bytes, more when rustls
+/// asks for it) and keep what it wrote.
+fn encrypt_into(
+    tx: &mut Vec<u8>,
+    sent: &mut usize,
+    end: &mut usize,
+    mut need: usize,
+    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<()> {
+    loop {
+        tx_room(tx, sent, end, need);
+        match encrypt(&mut tx[*end..]) {
+            Ok(n) => {
+                *end += n;
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(s)) => need = s.required_size,
+            Err(e @ EncryptError::EncryptExhausted) => return Err(io::Error::other(e)),
+        }
+    }
+}
+
 /// Make room for `need` more bytes after `tx[..*end]`, moving the unsent bytes
 /// `tx[*sent..*end]` to the front first.
 fn tx_room(tx: &mut Vec<u8>, sent: &mut usize, end: &mut usize, need: usize) {
@@ -264,40 +286,11 @@ impl TlsStream {
                         Action::Encrypt(data) => {
                             // Records of at most 16 KiB, each with at most 29 bytes
                             // of header, nonce and tag; rustls says if more is needed.
-                            let mut need = data.len() + (data.len() / 16384 + 1) * 32;
-                            loop {
-                                tx_room(tx, sent, end, need);
-                                match w.encrypt(data, &mut tx[*end..]) {
-                                    Ok(n) => {
-                                        *end += n;
-                                        break;
-                                    }
-                                    Err(EncryptError::InsufficientSize(s)) => {
-                                        need = s.required_size;
-                                    }
-                                    Err(e @ EncryptError::EncryptExhausted) => {
-                                        return Err(io::Error::other(e));
-                                    }
-                                }
-                            }
+                            let need = data.len() + (data.len() / 16384 + 1) * 32;
+                            encrypt_into(tx, sent, end, need, |out| w.encrypt(data, out))?;
                         }
                         Action::CloseNotify => {
-                            let mut need = 64;
-                            loop {
-                                tx_room(tx, sent, end, need);
-                                match w.queue_close_notify(&mut tx[*end..]) {
-                                    Ok(n) => {
-                                        *end += n;
-                                        break;
-                                    }
-                                    Err(EncryptError::InsufficientSize(s)) => {
-                                        need = s.required_size;
-                                    }
-                                    Err(e @ EncryptError::EncryptExhausted) => {
-                                        return Err(io::Error::other(e));
-                                    }
-                                }
-                            }
+                            encrypt_into(tx, sent, end, 64, |out| w.queue_close_notify(out))?;
                         }
                     }
                     Some(Reached::Traffic)

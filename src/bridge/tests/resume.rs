@@ -19,6 +19,22 @@ async fn side<S: AsyncRead + AsyncWrite + Unpin>(
     (local, session, r)
 }
 
+/// One side's local stream, WebSocket stream, session and the peer's delivered count.
+type Start<S> = (DuplexStream, S, Session, u64);
+
+/// A client side and an edge side, each running in its own task.
+fn both_sides<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    (local_c, c_io, sc, c_peer_has): Start<S>,
+    (local_s, s_io, ss, s_peer_has): Start<S>,
+) -> (tokio::task::JoinHandle<Side>, tokio::task::JoinHandle<Side>) {
+    let c = WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME);
+    let s = WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME);
+    (
+        tokio::spawn(side(local_c, c, sc, c_peer_has)),
+        tokio::spawn(side(local_s, s, ss, s_peer_has)),
+    )
+}
+
 /// The application: writes `sent` and its EOF, and reads the echo to its end.
 fn app_round_trip(app: DuplexStream, sent: Vec<u8>) -> tokio::task::JoinHandle<Vec<u8>> {
     tokio::spawn(async move {
@@ -96,18 +112,10 @@ async fn a_cut_websocket_is_resumed_and_no_byte_is_lost_or_repeated() {
     let (c_io, relay_c) = duplex(16 * 1024);
     let (s_io, relay_s) = duplex(16 * 1024);
     let relay = cutting_relay(relay_c, relay_s, 1 << 20);
-    let c = tokio::spawn(side(
-        local_c,
-        WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
-        Session::new(256 * 1024),
-        0,
-    ));
-    let s = tokio::spawn(side(
-        local_s,
-        WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME),
-        Session::new(256 * 1024),
-        0,
-    ));
+    let (c, s) = both_sides(
+        (local_c, c_io, Session::new(256 * 1024), 0),
+        (local_s, s_io, Session::new(256 * 1024), 0),
+    );
     relay.await.unwrap();
     let (local_c, sc, rc) = c.await.unwrap();
     let (local_s, ss, rs) = s.await.unwrap();
@@ -120,18 +128,7 @@ async fn a_cut_websocket_is_resumed_and_no_byte_is_lost_or_repeated() {
         c_has < data.len() as u64 && s_has < data.len() as u64,
         "cut too late"
     );
-    let c = tokio::spawn(side(
-        local_c,
-        WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
-        sc,
-        s_has,
-    ));
-    let s = tokio::spawn(side(
-        local_s,
-        WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME),
-        ss,
-        c_has,
-    ));
+    let (c, s) = both_sides((local_c, c_io, sc, s_has), (local_s, s_io, ss, c_has));
     let (_, _, rc) = c.await.unwrap();
     let (_, _, rs) = s.await.unwrap();
     rc.unwrap();
@@ -195,18 +192,10 @@ async fn acknowledgements_ride_along_replies_and_cost_no_write() {
         inner: s_io,
         writes: s_writes.clone(),
     };
-    let c = tokio::spawn(side(
-        local_c,
-        WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
-        Session::new(256 * 1024),
-        0,
-    ));
-    let s = tokio::spawn(side(
-        local_s,
-        WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME),
-        Session::new(256 * 1024),
-        0,
-    ));
+    let (c, s) = both_sides(
+        (local_c, c_io, Session::new(256 * 1024), 0),
+        (local_s, s_io, Session::new(256 * 1024), 0),
+    );
     let mut reply = [0u8; 100];
     for round in 0..ROUNDS {
         let query = [round as u8; 100];
@@ -262,18 +251,10 @@ async fn an_acknowledgement_nothing_carries_is_sent_once_the_stream_is_quiet() {
             _ = cut_rx => {}
         }
     });
-    let c = tokio::spawn(side(
-        local_c,
-        WebSocket::new(c_io, Role::Client, CLIENT_MAX_FRAME),
-        Session::new(256 * 1024),
-        0,
-    ));
-    let s = tokio::spawn(side(
-        local_s,
-        WebSocket::new(s_io, Role::Server, EDGE_MAX_FRAME),
-        Session::new(256 * 1024),
-        0,
-    ));
+    let (c, s) = both_sides(
+        (local_c, c_io, Session::new(256 * 1024), 0),
+        (local_s, s_io, Session::new(256 * 1024), 0),
+    );
     origin.write_all(b"hello").await.unwrap();
     let mut got = [0u8; 5];
     app.read_exact(&mut got).await.unwrap();
