@@ -9,7 +9,7 @@
 //! bytes is never an answer to one. An acknowledgement costs no write of its own
 //! while data flows the other way: it rides in front of the next data frame. A busy
 //! one-way stream sends one every [`ACK_EVERY`] bytes; otherwise the pump's idle
-//! timer sends what is due (see [`Session::flush_ack`]). What a side read locally stays in its replay
+//! timer sends what is due (`Session::flush_ack`). What a side read locally stays in its replay
 //! buffer until the peer acknowledges it; when the buffer holds [`Session::limit`]
 //! bytes the local side is not read (backpressure). After a new WebSocket is
 //! established, each side learns the peer's delivered count from the handshake and
