@@ -112,12 +112,24 @@ fn exchange_origin(
 /// ticket). Both directions arrive whole.
 #[test]
 fn a_bulk_transfer_survives_its_websocket_being_killed_twice() {
+    bulk_transfer_through_two_kills("");
+}
+
+/// The same with the smallest replay buffer the edge takes (`resume_buffer`, 128
+/// KiB): backpressure on the edge's side keeps every byte across both resumes.
+#[test]
+fn a_small_resume_buffer_still_loses_nothing_across_kills() {
+    bulk_transfer_through_two_kills("resume_buffer = 131072\n");
+}
+
+/// 64 MiB each way through an app with `extra` config, the WebSocket killed twice.
+fn bulk_transfer_through_two_kills(extra: &str) {
     const SIZE: usize = 64 << 20;
     let up = Arc::new(random_bytes(SIZE, 0x1a));
     let down = Arc::new(random_bytes(SIZE, 0x2b));
     let at_origin = Arc::new(AtomicU64::new(0));
     let (origin, origin_end) = exchange_origin(down.clone(), at_origin.clone());
-    let edge = Edge::start(&app("bulk.test", origin, ""));
+    let edge = Edge::start(&app("bulk.test", origin, extra));
     let (tcp, local) = tunnel_tcp(&edge, "http://bulk.test", &SERVICE);
     let at_client = Arc::new(AtomicU64::new(0));
     let s = TcpStream::connect(local).unwrap();

@@ -75,6 +75,7 @@ struct RawApp {
     session: Option<String>,
     aud: Option<String>,
     resume_window: Option<String>,
+    resume_buffer: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +183,9 @@ pub struct App {
     /// How long a stream whose WebSocket broke waits for its client to resume it
     /// (README: "Resumable streams"); zero: streams are not resumable.
     pub resume_window: Duration,
+    /// Bytes each direction of a resumable stream holds for a replay, at most
+    /// (the edge's side; backpressure when full).
+    pub resume_buffer: usize,
 }
 
 /// Default of an app's `resume_window`.
@@ -392,6 +396,24 @@ client_secret = "s3cret"
             let e = Config::parse(&text, Path::new("/etc/tunnel")).unwrap_err();
             let key = bad.split(' ').next().unwrap();
             assert!(e.starts_with(key) && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn resume_buffer_defaults_to_512_kib_and_takes_128_kib_to_64_mib() {
+        let c = Config::parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.apps[0].resume_buffer, crate::bridge::resume::REPLAY_LIMIT);
+        let with = |n: &str| {
+            let text = format!(
+                "listen = \"127.0.0.1:1\"\nauth_domain = \"a\"\n[[apps]]\nhostname=\"x\"\norigin=\"a:1\"\nallow=[\"a@b\"]\nresume_buffer = {n}"
+            );
+            Config::parse(&text, Path::new(".")).map(|c| c.apps[0].resume_buffer)
+        };
+        assert_eq!(with("131072"), Ok(131072));
+        assert_eq!(with("67108864"), Ok(64 << 20));
+        for bad in ["65536", "67108865", "0"] {
+            let e = with(bad).unwrap_err();
+            assert!(e.contains("resume_buffer") && !e.contains('\n'), "{e}");
         }
     }
 

@@ -92,6 +92,8 @@ pub struct Registered {
     pub ticket: Secret,
     /// Resume requests for this stream.
     pub claims: mpsc::Receiver<Claim>,
+    /// Bound of the stream's replay buffer (the app's `resume_buffer`).
+    pub replay_limit: usize,
 }
 
 impl Registered {
@@ -135,6 +137,7 @@ impl Streams {
             id,
             ticket,
             claims: rx,
+            replay_limit: bridge::resume::REPLAY_LIMIT,
         })
     }
 
@@ -192,7 +195,7 @@ pub(super) async fn run(
     peer: SocketAddr,
     ray: &str,
 ) -> Result<bridge::Stats, bridge::BridgeError> {
-    let mut session = bridge::Session::new(bridge::resume::REPLAY_LIMIT);
+    let mut session = bridge::Session::new(reg.replay_limit);
     let mut peer_has = 0;
     let mut next = Some(ws);
     let mut broken: Option<(bridge::BridgeError, tokio::time::Instant)> = None;

@@ -146,7 +146,23 @@ pub(super) fn app(
         session,
         aud,
         resume_window: resume_window(&at, a.resume_window.as_deref())?,
+        resume_buffer: resume_buffer(&at, a.resume_buffer)?,
     })
+}
+
+/// An app's `resume_buffer` in bytes: the default when absent, else from twice the
+/// acknowledgement interval (a smaller buffer would wait for the idle timer's
+/// acknowledgement on a busy stream) to 64 MiB.
+fn resume_buffer(at: &str, raw: Option<u64>) -> Result<usize, String> {
+    const MIN: u64 = 2 * crate::bridge::resume::ACK_EVERY;
+    const MAX: u64 = 64 << 20;
+    match raw {
+        None => Ok(crate::bridge::resume::REPLAY_LIMIT),
+        Some(n) if (MIN..=MAX).contains(&n) => Ok(n as usize),
+        Some(n) => Err(format!(
+            "{at}: resume_buffer = {n} is not a byte count from {MIN} (128 KiB) to {MAX} (64 MiB)"
+        )),
+    }
 }
 
 /// An app's `resume_window`: the default when absent, zero for `"0"` (streams are

@@ -69,7 +69,11 @@ pub(super) async fn tunnel(
     let window = app.resume_window;
     let registered = (half_close && resume_header.as_deref() == Some("1") && !window.is_zero())
         .then(|| edge.streams.register(&app.hostname, &identity))
-        .flatten();
+        .flatten()
+        .map(|r| crate::edge::resume::Registered {
+            replay_limit: app.resume_buffer,
+            ..r
+        });
     let offer = registered.as_ref().map(|r| r.offer(window));
     // Per stream at debug; `info` gets the summary per interval (edge::activity).
     debug!(%peer, %host, %identity, %dest, ray, "stream opened");
