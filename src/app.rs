@@ -219,6 +219,7 @@ async fn listen_mode(
         listeners,
         target,
         shutdown,
+        None,
         args.grace_period,
         keepalive(args),
         None,

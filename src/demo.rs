@@ -59,6 +59,7 @@ pub async fn run(
         listeners,
         Arc::new(target),
         announced,
+        None,
         GRACE,
         crate::bridge::Keepalive::default(),
         None,

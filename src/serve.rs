@@ -25,10 +25,13 @@ pub const MAX_CONNECTIONS: usize = 65_536;
 /// own task; then stop accepting and wait up to `grace` for live connections.
 ///
 /// `handler` may spawn follow-up work into the tracker it is given (the edge does,
-/// for upgraded streams) so that the drain waits for it too.
+/// for upgraded streams) so that the drain waits for it too. `closed`, when given,
+/// is cancelled once every listener is closed (before the drain), so a caller can
+/// tell when the addresses stopped accepting.
 pub async fn run<H, F>(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
+    closed: Option<CancellationToken>,
     grace: Duration,
     handler: H,
 ) where
@@ -37,6 +40,7 @@ pub async fn run<H, F>(
 {
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut loops = Vec::with_capacity(listeners.len());
     for listener in listeners {
         let (shutdown, limit, tracker2, handler) = (
             shutdown.clone(),
@@ -44,7 +48,7 @@ pub async fn run<H, F>(
             tracker.clone(),
             handler.clone(),
         );
-        tracker.spawn(async move {
+        loops.push(tracker.spawn(async move {
             let mut backoff = Duration::from_millis(10);
             loop {
                 let permit = tokio::select! {
@@ -69,10 +73,17 @@ pub async fn run<H, F>(
                     }
                 }
             }
-        });
+        }));
     }
     shutdown.cancelled().await;
     tracker.close();
+    // Each loop returns on `shutdown` and drops its listener.
+    for accept_loop in loops {
+        let _ = accept_loop.await;
+    }
+    if let Some(closed) = closed {
+        closed.cancel();
+    }
     // The command says so once at info (shutdown::announce); a process may run
     // several accept loops (the demo runs two).
     debug!(

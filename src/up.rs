@@ -34,10 +34,12 @@ use crate::metrics::{Metrics, TunnelMetrics};
 /// How long a burst of change events may take before the file is read again.
 pub const SETTLE: Duration = Duration::from_millis(200);
 
-/// A tunnel being served: its spec, the token that stops it, and its task.
+/// A tunnel being served: its spec, the token that stops it, the one cancelled
+/// once its listeners are closed, and its task.
 struct Running {
     tunnel: Tunnel,
     stop: CancellationToken,
+    closed: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -138,15 +140,22 @@ async fn apply(
         .filter(|(name, r)| wanted.get(*name).map(|w| &w.0) != Some(&r.tunnel))
         .map(|(name, _)| name.clone())
         .collect();
+    let mut closing = Vec::new();
     for name in gone {
         if let Some(r) = running.remove(&name) {
             info!("tunnel {name}: stopping (live connections drain)");
             shared.registry.remove_tunnel(&name);
             r.stop.cancel();
-            // Its listeners close when its accept loops return; the drain goes on
-            // in the background.
+            closing.push(r.closed);
+            // The drain goes on in the background.
             tokio::spawn(r.task);
         }
+    }
+    // A reload is done once the addresses it dropped refuse connections (and a
+    // changed tunnel's address is free to be bound again).
+    for closed in closing {
+        // Bounded, should a tunnel's task have ended some other way.
+        let _ = tokio::time::timeout(Duration::from_secs(5), closed.cancelled()).await;
     }
     let (mut started, mut failed) = (0, 0);
     for (name, (t, target)) in wanted {
@@ -224,6 +233,7 @@ async fn start(
         target.credentials().kind(),
     );
     let stop = shutdown.child_token();
+    let closed = CancellationToken::new();
     let keepalive = crate::bridge::Keepalive {
         interval: tunnel.keepalive_interval,
         timeout: tunnel.keepalive_timeout,
@@ -233,10 +243,16 @@ async fn start(
         listeners,
         target,
         stop.clone(),
+        Some(closed.clone()),
         grace,
         keepalive,
         Some(&tunnel.name),
     ));
     info!("tunnel {}", tunnel.plan_line());
-    Ok(Running { tunnel, stop, task })
+    Ok(Running {
+        tunnel,
+        stop,
+        closed,
+        task,
+    })
 }

@@ -120,8 +120,9 @@ pub async fn bind(urls: &[String]) -> Result<Vec<TcpListener>, ListenError> {
     Ok(listeners)
 }
 
-/// Serve every listener until `shutdown`, then stop accepting and let live
-/// connections drain for at most `grace` (those still open then are reset).
+/// Serve every listener until `shutdown`, then stop accepting (cancelling `closed`,
+/// when given, once every listener is closed) and let live connections drain for
+/// at most `grace` (those still open then are reset).
 /// Each listener's "listening on" line is logged by this call, before the returned
 /// future first runs, so lines appear in the order listeners are started; `name`
 /// (a `tunnel up` entry) is added to them.
@@ -129,6 +130,7 @@ pub fn serve(
     listeners: Vec<TcpListener>,
     target: Arc<Target>,
     shutdown: CancellationToken,
+    closed: Option<CancellationToken>,
     grace: Duration,
     keepalive: Keepalive,
     name: Option<&str>,
@@ -141,10 +143,16 @@ pub fn serve(
     }
     // One shared value, so a connection's task holds a pointer, not copies.
     let shared = Arc::new(Shared { target, keepalive });
-    crate::serve::run(listeners, shutdown, grace, move |socket, peer, _| {
-        let shared = shared.clone();
-        async move { handle(socket, peer, &shared).await }
-    })
+    crate::serve::run(
+        listeners,
+        shutdown,
+        closed,
+        grace,
+        move |socket, peer, _| {
+            let shared = shared.clone();
+            async move { handle(socket, peer, &shared).await }
+        },
+    )
 }
 
 /// What every connection of one listener uses.

@@ -204,6 +204,7 @@ pub async fn serve(
     crate::serve::run(
         vec![listener],
         shutdown,
+        None,
         grace,
         move |socket, peer, tracker| {
             server::connection(edge.clone(), socket, peer, tracker, stop.clone())
