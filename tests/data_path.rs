@@ -171,50 +171,11 @@ fn sigterm_stops_the_listener_cleanly() {
     );
 }
 
-/// A minimal HTTP CONNECT proxy: records each requested target and connects it to
-/// `upstream` (standing in for the proxy's DNS), then copies bytes both ways.
-fn connect_proxy(upstream: SocketAddr) -> (SocketAddr, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut client) = conn else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let Some(head) = read_head(&mut client) else {
-                    return;
-                };
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                tx.send(line).unwrap();
-                let server = TcpStream::connect(upstream).unwrap();
-                client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .unwrap();
-                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut s2);
-                    let _ = s2.shutdown(Shutdown::Write);
-                });
-                let (mut s, mut c) = (server, client);
-                let _ = std::io::copy(&mut s, &mut c);
-                let _ = c.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    (addr, rx)
-}
-
 #[test]
 fn through_an_http_proxy_from_the_environment() {
     let origin = EchoOrigin::start();
     let edge = Edge::start(&app("db.test", origin.addr));
-    let (proxy, requests) = connect_proxy(edge.addr);
-    let proxy_url = format!("http://{proxy}");
+    let (proxy_url, requests) = crate::support::proxy::recording_proxy(edge.addr);
     let mut args = vec![
         "tcp",
         "--hostname",

@@ -10,6 +10,7 @@ pub mod hostile;
 pub mod origin;
 pub mod postgres;
 pub mod proc;
+pub mod proxy;
 pub mod sshd;
 
 use std::net::SocketAddr;
